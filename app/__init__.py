@@ -1,0 +1,1 @@
+"""The face-recognition REST service."""

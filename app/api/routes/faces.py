@@ -1,0 +1,53 @@
+"""Enrol, identify and embed: the routes that take photos."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from app.api.deps import ServiceDep
+from app.api.schemas import (EmbeddedFaceOut, EmbedOut, EnrollOut, ErrorOut, IdentifyOut, detected,
+                             face_record_out, identify_out, identity_out)
+from app.api.uploads import read_upload
+
+router = APIRouter(tags=["faces"])
+ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422)}
+
+
+# Plain ``def`` routes: FastAPI runs them in its worker threads, so inference never blocks the event loop.
+@router.post("/enroll", response_model=EnrollOut, status_code=201, responses=ERRORS)
+def enroll(
+    service: ServiceDep,
+    images: Annotated[list[UploadFile], File(description="one or more photos, each with exactly one face")],
+    name: Annotated[str | None, Form(description="name of a new identity")] = None,
+    identity_id: Annotated[int | None, Form(description="existing identity to add faces to")] = None,
+) -> EnrollOut:
+    """Store one face embedding per photo for a new (``name``) or existing (``identity_id``) identity."""
+    uploads = [read_upload(f, service.settings.max_upload_bytes) for f in images]
+    identity, records = service.enroll(name=name, identity_id=identity_id, uploads=uploads)
+    _, faces = service.get_identity(identity.id)
+    return EnrollOut(identity=identity_out(identity, len(faces)), faces=[face_record_out(r) for r in records])
+
+
+@router.post("/identify", response_model=IdentifyOut, responses=ERRORS)
+def identify(
+    service: ServiceDep,
+    image: Annotated[UploadFile, File(description="a photo with any number of faces")],
+    top_k: Annotated[int, Form(description="candidates per face")] = 5,
+    fpr: Annotated[float | None, Form(description="false-positive rate the match threshold is set for "
+                                                  "(default 1e-3)")] = None,
+) -> IdentifyOut:
+    """Every face in the photo with its top-k enrolled identities and the match (or null: unknown)."""
+    upload = read_upload(image, service.settings.max_upload_bytes)
+    return identify_out(service.identify(upload=upload, top_k=top_k, fpr=fpr), service.model_version)
+
+
+@router.post("/embed", response_model=EmbedOut, responses=ERRORS)
+def embed(
+    service: ServiceDep,
+    image: Annotated[UploadFile, File(description="a photo with any number of faces")],
+) -> EmbedOut:
+    """Every face in the photo with its box, five points and L2-normalised embedding."""
+    faces, total = service.faces(read_upload(image, service.settings.max_upload_bytes))
+    return EmbedOut(faces=[EmbeddedFaceOut(**detected(f), embedding=[float(v) for v in f.embedding]) for f in faces],
+                    faces_found=total, model_version=service.model_version)

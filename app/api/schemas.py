@@ -1,0 +1,119 @@
+"""Response bodies, and the conversions from service results to them."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from app.db.models import FaceRecord, Identity
+from app.services.recognition import Candidate, IdentifyResult
+from models.types import Face
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class IdentityOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    face_count: int
+
+
+class FaceRecordOut(BaseModel):
+    id: int = Field(description="face id; also its id in the vector index")
+    identity_id: int
+    model_version: str
+    box: list[float]
+    det_score: float
+    source: str = Field(description="the uploaded file's name (the photo itself is not stored)")
+    created_at: datetime
+
+
+class EnrollOut(BaseModel):
+    identity: IdentityOut
+    faces: list[FaceRecordOut]
+
+
+class IdentityDetailOut(IdentityOut):
+    faces: list[FaceRecordOut]
+
+
+class CandidateOut(BaseModel):
+    identity_id: int
+    name: str
+    similarity: float
+
+
+class DetectedFaceOut(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the (EXIF-rotated) photo")
+    score: float = Field(description="detection score")
+    landmarks: list[list[float]] = Field(description="5 points: eyes, nose tip, mouth corners")
+
+
+class IdentifiedFaceOut(DetectedFaceOut):
+    candidates: list[CandidateOut]
+    match: CandidateOut | None = Field(description="best candidate if above the threshold, else null (unknown)")
+
+
+class IdentifyOut(BaseModel):
+    faces: list[IdentifiedFaceOut]
+    faces_found: int
+    skipped: list[dict]
+    fpr: float
+    threshold: float
+    model_version: str
+
+
+class EmbeddedFaceOut(DetectedFaceOut):
+    embedding: list[float]
+
+
+class EmbedOut(BaseModel):
+    faces: list[EmbeddedFaceOut]
+    faces_found: int
+    model_version: str
+
+
+class DeleteOut(BaseModel):
+    id: int
+    faces_deleted: int
+
+
+class HealthOut(BaseModel):
+    status: str
+    device: str
+    model_version: str
+    identities: int
+    faces_indexed: int
+
+
+def identity_out(identity: Identity, face_count: int) -> IdentityOut:
+    return IdentityOut(id=identity.id, name=identity.name, created_at=identity.created_at, face_count=face_count)
+
+
+def face_record_out(r: FaceRecord) -> FaceRecordOut:
+    return FaceRecordOut(id=r.id, identity_id=r.identity_id, model_version=r.model_version, box=r.box,
+                         det_score=r.det_score, source=r.source, created_at=r.created_at)
+
+
+def detected(face: Face) -> dict:
+    return {"box": [round(float(v), 2) for v in face.box], "score": round(float(face.score), 5),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points]}
+
+
+def candidate_out(c: Candidate) -> CandidateOut:
+    return CandidateOut(identity_id=c.identity_id, name=c.name, similarity=round(c.similarity, 5))
+
+
+def identify_out(result: IdentifyResult, model_version: str) -> IdentifyOut:
+    faces = [IdentifiedFaceOut(**detected(f.face), candidates=[candidate_out(c) for c in f.candidates],
+                               match=candidate_out(f.match) if f.match else None) for f in result.faces]
+    return IdentifyOut(faces=faces, faces_found=result.faces_found, skipped=result.skipped, fpr=result.fpr,
+                       threshold=round(result.threshold, 5), model_version=model_version)

@@ -1,0 +1,55 @@
+"""The service's one settings object, read from ``FACEREC_*`` environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models import WEIGHTS_DIR
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_64.pt"
+
+
+class Settings(BaseSettings):
+    """Validated at start-up; every field can be set as ``FACEREC_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="FACEREC_", extra="ignore")
+
+    state_dir: Path = Field(PROJECT_ROOT / "state", description="where the SQLite database and FAISS index live")
+    data: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="shared data root (tests, training)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    weights: Path = DEFAULT_WEIGHTS
+    detector_min_score: float = Field(0.9, ge=0.0, le=1.0)
+    max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")
+    max_images_per_enroll: int = Field(32, gt=0)
+    default_fpr: float = Field(1e-3, gt=0.0, lt=1.0)
+    max_top_k: int = Field(50, gt=0)
+    max_name_length: int = Field(200, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, path: Path) -> Path:
+        if not path.exists():
+            raise ValueError(f"weight file {path} does not exist; point FACEREC_WEIGHTS at a .pt in models/weights")
+        if not path.with_suffix(".json").exists():
+            raise ValueError(f"model card {path.with_suffix('.json')} is missing; export weights with training.export")
+        return path
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.state_dir / 'facerec.db'}"
+
+    @property
+    def index_path(self) -> Path:
+        return self.state_dir / "faces.faiss"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite database is the source of truth for identities and embeddings."""

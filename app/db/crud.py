@@ -1,0 +1,86 @@
+"""Database operations, keyword-only, returning ``None`` for "not found". No HTTP, no index."""
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import FaceRecord, Identity
+
+
+def get_identity(*, session: Session, identity_id: int) -> Identity | None:
+    return session.get(Identity, identity_id)
+
+
+def get_identity_by_name(*, session: Session, name: str) -> Identity | None:
+    return session.scalar(select(Identity).where(Identity.name == name))
+
+
+def create_identity(*, session: Session, name: str) -> Identity:
+    identity = Identity(name=name)
+    session.add(identity)
+    session.flush()
+    return identity
+
+
+def list_identities(*, session: Session, offset: int = 0, limit: int = 100) -> list[tuple[Identity, int]]:
+    """Identities with their face counts, by id."""
+    counts = (select(FaceRecord.identity_id, func.count(FaceRecord.id).label("n"))
+              .group_by(FaceRecord.identity_id).subquery())
+    rows = session.execute(
+        select(Identity, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.identity_id == Identity.id)
+        .order_by(Identity.id).offset(offset).limit(limit))
+    return [(identity, int(n)) for identity, n in rows]
+
+
+def count_identities(*, session: Session) -> int:
+    return session.scalar(select(func.count(Identity.id))) or 0
+
+
+def add_face(*, session: Session, identity: Identity, embedding: np.ndarray, model_version: str,
+             box: list[float], det_score: float, source: str) -> FaceRecord:
+    """Insert a face row and flush, so its primary key (the FAISS id) is known."""
+    face = FaceRecord(identity=identity, embedding=np.asarray(embedding, np.float32).tobytes(),
+                      model_version=model_version, box=box, det_score=det_score, source=source)
+    session.add(face)
+    session.flush()
+    return face
+
+
+def face_ids(*, session: Session, identity_id: int) -> list[int]:
+    return list(session.scalars(select(FaceRecord.id).where(FaceRecord.identity_id == identity_id)))
+
+
+def delete_identity(*, session: Session, identity: Identity) -> None:
+    session.delete(identity)
+    session.flush()
+
+
+def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of every face made by ``model_version``, ordered by id."""
+    rows = session.execute(select(FaceRecord.id, FaceRecord.embedding)
+                           .where(FaceRecord.model_version == model_version).order_by(FaceRecord.id)).all()
+    ids = np.array([r[0] for r in rows], np.int64)
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+    return ids, vectors
+
+
+def face_labels(*, session: Session, model_version: str) -> tuple[np.ndarray, np.ndarray]:
+    """(face ids, identity ids) of every face made by ``model_version``, ordered by face id."""
+    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id)
+                           .where(FaceRecord.model_version == model_version).order_by(FaceRecord.id)).all()
+    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+
+
+def count_faces_of_other_versions(*, session: Session, model_version: str) -> int:
+    return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.model_version != model_version)) or 0
+
+
+def identity_names(*, session: Session, identity_ids: list[int]) -> dict[int, str]:
+    rows = session.execute(select(Identity.id, Identity.name).where(Identity.id.in_(identity_ids)))
+    return {i: n for i, n in rows}
+
+
+def identities_of_faces(*, session: Session, face_ids: list[int]) -> dict[int, int]:
+    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id).where(FaceRecord.id.in_(face_ids)))
+    return {f: i for f, i in rows}

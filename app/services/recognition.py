@@ -1,0 +1,264 @@
+"""Enrolment, identification and the gallery: the service's logic, free of HTTP."""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import crud
+from app.db.models import FaceRecord, Identity
+from app.services.errors import (IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound,
+                                 UnknownIdentity)
+from app.services.images import decode_image
+from app.services.index import VectorIndex
+from models.pipeline import FacePipeline
+from models.types import Face
+from training.metrics import idrate
+
+log = logging.getLogger(__name__)
+REPORT_FPRS = [1e-1, 1e-2, 1e-3, 1e-4]
+
+
+@dataclass
+class Upload:
+    """One uploaded file."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass
+class Candidate:
+    identity_id: int
+    name: str
+    similarity: float
+
+
+@dataclass
+class IdentifiedFace:
+    face: Face
+    candidates: list[Candidate]
+    match: Candidate | None
+
+
+@dataclass
+class IdentifyResult:
+    faces: list[IdentifiedFace]
+    threshold: float
+    fpr: float
+    faces_found: int
+    skipped: list[dict] = field(default_factory=list)
+
+
+def threshold_for_fpr(table: dict[float, float], fpr: float) -> float:
+    """Similarity threshold for ``fpr``, interpolated in log(FPR) between calibrated points."""
+    fprs = sorted(table)
+    if not fprs[0] <= fpr <= fprs[-1]:
+        raise InvalidParameter(f"fpr={fpr:g} is outside the calibrated range [{fprs[0]:g}, {fprs[-1]:g}]; "
+                               "pick a value inside it (default 1e-3)", parameter="fpr")
+    xs = [math.log10(f) for f in fprs]
+    return float(np.interp(math.log10(fpr), xs, [table[f] for f in fprs]))
+
+
+class RecognitionService:
+    """Owns the pipeline, the index and the database sessions. Loaded once at start-up."""
+
+    def __init__(self, settings: Settings, pipeline: FacePipeline, sessions: sessionmaker) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.sessions = sessions
+        self.model_version = pipeline.embedder.version
+        self.thresholds = pipeline.embedder.card.thresholds()
+        if not self.thresholds:
+            raise ValueError(f"model card of {settings.weights} has no calibrated thresholds; "
+                             "run training.evaluate --update-card on it")
+        self.index = VectorIndex(pipeline.embedder.dim, settings.index_path)
+        # One lock orders every index access: FAISS is not safe for a search during an add/remove,
+        # and writes must change the database and the index together.
+        self.lock = threading.Lock()
+        self.index_reused = False  # set by sync_index: whether the saved index matched the database
+
+    # -- start-up ---------------------------------------------------------------------------
+    def sync_index(self) -> bool:
+        """Check the saved index against the database; rebuild it if they disagree."""
+        with self.sessions() as session:
+            ids, vectors = crud.embeddings(session=session, model_version=self.model_version,
+                                           dim=self.pipeline.embedder.dim)
+            stale = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
+        if stale:
+            log.warning("%d enrolled faces were made by another model version and are not searchable; "
+                        "re-enroll them for %s", stale, self.model_version)
+        with self.lock:
+            self.index_reused = self.index.load_or_rebuild(ids, vectors)
+        return self.index_reused
+
+    # -- inference helpers --------------------------------------------------------------------
+    def decode(self, upload: Upload) -> np.ndarray:
+        return decode_image(upload.data, upload.filename, max_bytes=self.settings.max_upload_bytes,
+                            max_pixels=self.settings.max_image_pixels)
+
+    def faces(self, upload: Upload) -> tuple[list[Face], int]:
+        """Faces of an upload (capped at ``max_faces``) and how many were found in all."""
+        image = self.decode(upload)
+        detections = self.pipeline.detect(image)
+        kept = detections[: self.settings.max_faces]
+        return self.pipeline.embed_detections(image, kept), len(detections)
+
+    # -- enrolment ----------------------------------------------------------------------------
+    def _check_enroll_params(self, name: str | None, identity_id: int | None, uploads: list[Upload]) -> None:
+        if (name is None) == (identity_id is None):
+            raise InvalidParameter("give exactly one of 'name' (a new identity) or 'identity_id' (add faces "
+                                   "to an existing one)", parameter="name")
+        if name is not None and not (0 < len(name.strip()) <= self.settings.max_name_length):
+            raise InvalidParameter(f"name must be 1-{self.settings.max_name_length} characters, not blank; "
+                                   f"got {len(name)} characters", parameter="name")
+        if not uploads:
+            raise InvalidParameter("no images: send one or more files in the 'images' field", parameter="images")
+        if len(uploads) > self.settings.max_images_per_enroll:
+            raise InvalidParameter(f"{len(uploads)} images sent; at most {self.settings.max_images_per_enroll} "
+                                   "per request", parameter="images")
+
+    def enroll(self, *, name: str | None, identity_id: int | None,
+               uploads: list[Upload]) -> tuple[Identity, list[FaceRecord]]:
+        """Add one face per image to a new or existing identity: all images or none."""
+        self._check_enroll_params(name, identity_id, uploads)
+        name = name.strip() if name is not None else None
+        if identity_id is not None:
+            self.get_identity(identity_id)  # fail fast, before any detection work
+        faces = []
+        for upload in uploads:
+            found, total = self.faces(upload)
+            if total != 1:
+                error = NoFaceFound if total == 0 else MultipleFaces
+                raise error(f"image {upload.filename!r} has {total} faces; each enrolment image must show "
+                            "exactly one face", image=upload.filename, faces=total)
+            faces.append((upload.filename, found[0]))
+        return self._store(name, identity_id, faces)
+
+    def _store(self, name: str | None, identity_id: int | None,
+               faces: list[tuple[str, Face]]) -> tuple[Identity, list[FaceRecord]]:
+        """Write rows and vectors together: the index is only kept if the commit succeeds."""
+        with self.lock, self.sessions() as session:
+            identity = self._target_identity(session, name, identity_id)
+            records = [crud.add_face(session=session, identity=identity, embedding=f.embedding,
+                                     model_version=self.model_version, box=[float(v) for v in f.box],
+                                     det_score=f.score, source=filename[:255]) for filename, f in faces]
+            ids = np.array([r.id for r in records], np.int64)
+            self.index.add(ids, np.stack([f.embedding for _, f in faces]))
+            try:
+                session.commit()
+            except IntegrityError:
+                self.index.remove(ids)
+                session.rollback()
+                raise IdentityExists(f"an identity named {name!r} already exists; pass its identity_id to add "
+                                     "faces to it", name=name) from None
+            except BaseException:
+                self.index.remove(ids)
+                raise
+            self.index.save()
+            return identity, records
+
+    def _target_identity(self, session: Session, name: str | None, identity_id: int | None) -> Identity:
+        if identity_id is not None:
+            identity = crud.get_identity(session=session, identity_id=identity_id)
+            if identity is None:
+                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
+                                      identity_id=identity_id)
+            return identity
+        existing = crud.get_identity_by_name(session=session, name=name)
+        if existing is not None:
+            raise IdentityExists(f"an identity named {name!r} already exists (id {existing.id}); pass "
+                                 f"identity_id={existing.id} to add faces to it", identity_id=existing.id, name=name)
+        return crud.create_identity(session=session, name=name)
+
+    # -- identification -----------------------------------------------------------------------
+    def identify(self, *, upload: Upload, top_k: int, fpr: float | None) -> IdentifyResult:
+        """Every face in the photo with its top-k identities and the match at the requested FPR."""
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InvalidParameter(f"top_k={top_k} must be between 1 and {self.settings.max_top_k}",
+                                   parameter="top_k")
+        fpr = self.settings.default_fpr if fpr is None else fpr
+        threshold = threshold_for_fpr(self.thresholds, fpr)
+        faces, total = self.faces(upload)
+        if not faces:
+            return IdentifyResult([], threshold, fpr, 0)
+        with self.lock:
+            # An identity may own many faces: search deeper, then keep each identity's best.
+            sims, ids = self.index.search(np.stack([f.embedding for f in faces]), top_k * 8)
+        candidates = self._candidates(sims, ids, top_k)
+        identified = [IdentifiedFace(f, c, c[0] if c and c[0].similarity > threshold else None)
+                      for f, c in zip(faces, candidates)]
+        skipped = [{"reason": f"only the {self.settings.max_faces} highest-scoring faces are processed "
+                              "(FACEREC_MAX_FACES)", "count": total - len(faces)}] if total > len(faces) else []
+        return IdentifyResult(identified, threshold, fpr, total, skipped)
+
+    def _candidates(self, sims: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[Candidate]]:
+        valid = sorted({int(i) for i in ids.ravel() if i >= 0})
+        with self.sessions() as session:
+            owner = crud.identities_of_faces(session=session, face_ids=valid)
+            names = crud.identity_names(session=session, identity_ids=sorted(set(owner.values())))
+        result = []
+        for row_sims, row_ids in zip(sims, ids):
+            best: dict[int, float] = {}
+            for s, i in zip(row_sims, row_ids):
+                person = owner.get(int(i))  # None for -1 padding or a face deleted meanwhile
+                if person is not None and person not in best:
+                    best[person] = float(s)
+            ranked = sorted(best.items(), key=lambda kv: -kv[1])[:top_k]
+            result.append([Candidate(p, names[p], s) for p, s in ranked])
+        return result
+
+    # -- gallery ------------------------------------------------------------------------------
+    def list_identities(self, *, offset: int, limit: int) -> list[tuple[Identity, int]]:
+        with self.sessions() as session:
+            return crud.list_identities(session=session, offset=offset, limit=limit)
+
+    def get_identity(self, identity_id: int) -> tuple[Identity, list[FaceRecord]]:
+        with self.sessions() as session:
+            identity = crud.get_identity(session=session, identity_id=identity_id)
+            if identity is None:
+                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
+                                      identity_id=identity_id)
+            return identity, list(identity.faces)
+
+    def delete_identity(self, identity_id: int) -> int:
+        """Remove the identity's rows and its vectors; returns how many faces went."""
+        with self.lock, self.sessions() as session:
+            identity = crud.get_identity(session=session, identity_id=identity_id)
+            if identity is None:
+                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
+                                      identity_id=identity_id)
+            ids = np.array(crud.face_ids(session=session, identity_id=identity_id), np.int64)
+            crud.delete_identity(session=session, identity=identity)
+            session.commit()
+            # After the commit: if we crash before the save, start-up finds the mismatch and rebuilds.
+            self.index.remove(ids)
+            self.index.save()
+            return len(ids)
+
+    def counts(self) -> dict:
+        with self.sessions() as session:
+            identities = crud.count_identities(session=session)
+        return {"identities": identities, "faces_indexed": len(self.index)}
+
+    def gallery_idrate(self) -> dict | None:
+        """The seed's TPR@FPR over the enrolled faces; ``None`` until two identities have two faces."""
+        with self.sessions() as session:
+            ids, vectors = crud.embeddings(session=session, model_version=self.model_version,
+                                           dim=self.pipeline.embedder.dim)
+            _, owners = crud.face_labels(session=session, model_version=self.model_version)
+        people, counts = np.unique(owners, return_counts=True)
+        multi = set(people[counts >= 2].tolist())
+        if len(multi) < 2:
+            return None
+        is_query = np.array([o in multi for o in owners])
+        points = idrate(vectors[is_query], owners[is_query], vectors[~is_query], REPORT_FPRS)
+        return {"faces": int(len(ids)), "query_faces": int(is_query.sum()),
+                "distractor_faces": int((~is_query).sum()), "identities_with_2_plus_faces": len(multi),
+                "idrate": [vars(p) for p in points]}

@@ -1,0 +1,91 @@
+"""The face embedder: aligned 112x112 crops in, L2-normalised embeddings out."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.registry import create_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCard:
+    """The JSON card committed beside a weight file (only the fields inference needs are typed)."""
+
+    name: str
+    version: str
+    architecture: str
+    arch_kwargs: dict
+    input_size: int
+    embedding_dim: int
+    flip_tta: bool
+    raw: dict
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelCard":
+        with open(path) as f:
+            raw = json.load(f)
+        missing = {"name", "version", "architecture", "input_size", "embedding_dim"} - raw.keys()
+        if missing:
+            raise ValueError(f"model card {path} lacks {sorted(missing)}; re-export it with training.export")
+        return cls(raw["name"], raw["version"], raw["architecture"], raw.get("arch_kwargs", {}),
+                   raw["input_size"], raw["embedding_dim"], bool(raw.get("flip_tta", False)), raw)
+
+    def thresholds(self) -> dict[float, float]:
+        """Calibrated similarity thresholds by false-positive rate (from the card's ID-rate negatives)."""
+        table = self.raw.get("thresholds", {})
+        return {float(fpr): float(t) for fpr, t in table.items()}
+
+
+def load_backbone(weights: Path, card: ModelCard) -> nn.Module:
+    """Build the card's architecture and load the (fp16-stored) weights as fp32, in eval mode."""
+    model = create_model(card.architecture, embedding_dim=card.embedding_dim,
+                         input_size=card.input_size, **card.arch_kwargs)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()
+
+
+class Embedder:
+    """Runs the backbone on aligned crops.
+
+    Args:
+        weights: the ``.pt`` state dict; its card is the ``.json`` beside it.
+        device: where the network runs.
+    """
+
+    def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
+        weights = Path(weights)
+        self.card = ModelCard.load(weights.with_suffix(".json"))
+        self.device = torch.device(device)
+        self.model = load_backbone(weights, self.card).to(self.device, memory_format=torch.channels_last)
+        self.dim = self.card.embedding_dim
+        self.version = self.card.version
+
+    def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""
+        size = self.card.input_size
+        batch = np.stack([c if c.shape[0] == size else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+                          for c in crops])
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return x.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """``(len(crops), dim)`` float32 unit vectors; ``(0, dim)`` for no crops."""
+        if not crops:
+            return np.zeros((0, self.dim), np.float32)
+        x = self.preprocess(crops)
+        emb = self.model(x).float()
+        if self.card.flip_tta:
+            emb = emb + self.model(torch.flip(x, dims=[3])).float()
+        return F.normalize(emb, dim=1).cpu().numpy()

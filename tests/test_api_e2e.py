@@ -1,0 +1,110 @@
+"""End to end over HTTP: the committed weights, a real SQLite file and FAISS index, real photos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_client
+
+PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
+# Test photo -> the enrolled people in it (johnsnow_test1 is Kit Harington as Jon Snow).
+EXPECTED = {
+    "alex_lacamoire1.jpg": {"alex_lacamoire"},
+    "johnsnow_test1.jpg": {"kit_harington"},
+    "kit_with_rose.jpg": {"kit_harington", "rose_leslie"},
+    "obama1.jpg": {"obama"},
+    "obama_and_biden.jpg": {"obama", "biden"},
+}
+
+
+def files(paths: list[Path], field: str = "images") -> list[tuple[str, tuple[str, bytes]]]:
+    return [(field, (p.name, p.read_bytes())) for p in paths]
+
+
+def enroll_all(client, known: Path) -> dict[str, int]:
+    ids = {}
+    for person in PEOPLE:
+        photos = sorted((known / "train" / person).iterdir())
+        r = client.post("/enroll", data={"name": person}, files=files(photos))
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["identity"]["name"] == person and len(body["faces"]) == len(photos)
+        ids[person] = body["identity"]["id"]
+    return ids
+
+
+def matched_names(client, photo: Path, **params) -> list[str | None]:
+    r = client.post("/identify", files=files([photo], "image"), data=params)
+    assert r.status_code == 200, r.text
+    return [f["match"]["name"] if f["match"] else None for f in r.json()["faces"]]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e") / "state"
+
+
+def test_enroll_identify_delete_restart(known: Path, data: Path, state: Path):
+    with make_client(state) as client:
+        ids = enroll_all(client, known)
+        assert client.get("/health").json()["faces_indexed"] == 9
+
+        for name, people in EXPECTED.items():
+            names = matched_names(client, known / "test" / name)
+            assert set(n for n in names if n) == people, (name, names)
+
+        # Never enrolled: answered as unknown.
+        assert matched_names(client, data / "photos" / "known_people" / "lin-manuel-miranda.png") == [None]
+
+        r = client.delete(f"/identities/{ids['obama']}")
+        assert r.status_code == 200 and r.json()["faces_deleted"] == 2
+        assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
+        assert client.get(f"/identities/{ids['obama']}").status_code == 404
+
+    # Restart on the same files: nothing lost, the saved index is reused.
+    with make_client(state) as client:
+        listed = {i["name"]: i["face_count"] for i in client.get("/identities").json()}
+        assert listed == {"alex_lacamoire": 1, "biden": 2, "kit_harington": 2, "rose_leslie": 2}
+        assert client.get("/health").json()["faces_indexed"] == 7
+        assert set(n for n in matched_names(client, known / "test" / "kit_with_rose.jpg") if n) == {
+            "kit_harington", "rose_leslie"}
+
+
+def test_identify_reports_candidates_and_threshold(client, known: Path):
+    enroll_all(client, known)
+    r = client.post("/identify", files=files([known / "test" / "obama1.jpg"], "image"), data={"top_k": 3, "fpr": 1e-2})
+    body = r.json()
+    face = body["faces"][0]
+    assert len(face["candidates"]) == 3
+    sims = [c["similarity"] for c in face["candidates"]]
+    assert sims == sorted(sims, reverse=True)
+    assert face["match"]["name"] == "obama" and face["match"]["similarity"] > body["threshold"]
+    assert body["fpr"] == 1e-2 and len(face["landmarks"]) == 5
+
+
+def test_embed_returns_unit_vectors(client, known: Path):
+    r = client.post("/embed", files=files([known / "test" / "kit_with_rose.jpg"], "image"))
+    faces = r.json()["faces"]
+    assert len(faces) == 2
+    for f in faces:
+        assert len(f["embedding"]) == 512
+        assert sum(v * v for v in f["embedding"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_add_faces_to_existing_identity(client, known: Path):
+    photos = sorted((known / "train" / "biden").iterdir())
+    first = client.post("/enroll", data={"name": "biden"}, files=files(photos[:1])).json()
+    r = client.post("/enroll", data={"identity_id": first["identity"]["id"]}, files=files(photos[1:]))
+    assert r.status_code == 201 and r.json()["identity"]["face_count"] == 2
+
+
+def test_idrate_metrics_report_card_and_live_gallery(client, known: Path):
+    before = client.get("/metrics/idrate").json()
+    assert {p["fpr"] for p in before["evaluation"]["idrate"]} == {1e-1, 1e-2, 1e-3, 1e-4}
+    assert before["evaluation"]["lfw_10fold_accuracy"]["mean"] > 0.5
+    assert before["gallery"] is None
+    enroll_all(client, known)
+    live = client.get("/metrics/idrate").json()["gallery"]
+    assert live["identities_with_2_plus_faces"] == 4 and live["faces"] == 9
+    assert all(0.0 <= p["tpr"] <= 1.0 for p in live["idrate"])

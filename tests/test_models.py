@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import torch
+
+from models import create_model, list_models
+from models.aligner import ARCFACE_TEMPLATE, FivePointAligner, similarity_transform
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward_without_nan(name):
+    torch.manual_seed(0)
+    model = create_model(name, embedding_dim=16, input_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 16)
+    out.square().mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(KeyError, match="iresnet18_half"):
+        create_model("resnet9000")
+
+
+def test_similarity_transform_recovers_a_known_transform():
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = np.random.default_rng(0).uniform(0, 100, (5, 2))
+    dst = src @ (scale * rot).T + shift
+    matrix = similarity_transform(src, dst)
+    assert np.allclose(matrix[:, :2], scale * rot, atol=1e-9)
+    assert np.allclose(matrix[:, 2], shift, atol=1e-9)
+
+
+def test_aligner_maps_points_onto_the_template():
+    """A synthetic face whose 5 points are the template, shifted and scaled 2x, comes back as the
+    112x112 template crop: the pixel drawn at each point lands on the template point."""
+    image = np.zeros((400, 400, 3), np.uint8)
+    points = ARCFACE_TEMPLATE * 2 + 80
+    for x, y in points:
+        image[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3] = 255
+    crop = FivePointAligner().align(image, points)
+    assert crop.shape == (112, 112, 3)
+    for x, y in ARCFACE_TEMPLATE:
+        assert crop[int(round(y)), int(round(x))].min() > 100

@@ -1,0 +1,96 @@
+"""The training package on a tiny synthetic identity tree: config, train, resume, export, load."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from models.embedder import Embedder
+from training.config import TrainConfig, apply_overrides, load_config
+from training.data import AugmentConfig, augment, balanced_weights, normalise
+from training.export import export
+from training.train import lr_at, train
+
+
+@pytest.fixture
+def tiny_tree(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "train"
+    for person in range(3):
+        folder = root / f"person_{person}"
+        folder.mkdir(parents=True)
+        base = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+        for i in range(4):
+            noisy = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{i}.jpg"), noisy)
+    return root
+
+
+def tiny_config(tiny_tree: Path, tmp_path: Path, steps: int) -> TrainConfig:
+    return load_config(None, [f"data_dir={tiny_tree}", f"out_dir={tmp_path / 'runs'}", "name=tiny",
+                              "arch=iresnet_tiny", "input_size=32", "embedding_dim=16", f"steps={steps}",
+                              "batch_size=8", "warmup_steps=2", f"cache_dir={tmp_path / 'cache'}", "threads=1"])
+
+
+def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
+    run = train(tiny_config(tiny_tree, tmp_path, steps=3), resume=False)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["arch"] == "iresnet_tiny" and saved["augment"]["flip"] == 0.5
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+
+    # Resume with a longer schedule given on the command line of the saved config.
+    cfg_path = run / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("steps: 3", "steps: 5"))
+    train(tiny_config(tiny_tree, tmp_path, steps=3), resume=True)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
+
+    weights = export(run, tmp_path / "w" / "tiny.pt", flip_tta=True)
+    embedder = Embedder(weights)
+    crops = [cv2.imread(str(p))[:, :, ::-1].copy() for p in sorted((tiny_tree / "person_0").iterdir())[:2]]
+    vectors = embedder.embed(crops)
+    assert vectors.shape == (2, 16)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 16)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_tree: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="drop --resume"):
+        train(tiny_config(tiny_tree, tmp_path, steps=2), resume=True)
+
+
+def test_overrides_are_typed_and_unknown_keys_refused():
+    cfg = apply_overrides(TrainConfig(), {"lr": "0.05", "augment.flip": "0", "loss_kwargs": {"s": 16.0, "m": 0.3}})
+    assert cfg.lr == 0.05 and cfg.augment.flip == 0.0 and cfg.loss_kwargs["m"] == 0.3
+    with pytest.raises(KeyError, match="valid keys"):
+        apply_overrides(TrainConfig(), {"learning_rate": "1"})
+    with pytest.raises(ValueError, match="not a int"):
+        apply_overrides(TrainConfig(), {"steps": "many"})
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.01)
+    assert lr_at(9, cfg) == pytest.approx(0.1)
+    assert lr_at(55, cfg) == pytest.approx(0.05)
+    assert lr_at(100, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_balanced_weights_interpolate_between_images_and_identities():
+    labels = np.array([0, 0, 0, 0, 1])
+    assert np.allclose(balanced_weights(labels, 0.0), 0.2)
+    per_identity = balanced_weights(labels, 1.0)
+    assert per_identity[:4].sum() == pytest.approx(0.5) and per_identity[4] == pytest.approx(0.5)
+
+
+def test_augment_keeps_shape_and_range_and_identity_when_disabled():
+    x = normalise(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))
+    gen = torch.Generator().manual_seed(0)
+    out = augment(x.clone(), AugmentConfig(), gen)
+    assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
+    off = AugmentConfig(flip=0, max_rotate_deg=0, scale=(1.0, 1.0), max_shift=0, brightness=0, contrast=0,
+                        grayscale=0, blur=0)
+    assert torch.allclose(augment(x.clone(), off, gen), x, atol=1e-5)

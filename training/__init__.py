@@ -1,0 +1,1 @@
+"""Training, evaluation and reporting for the face-recognition models the service loads."""

@@ -1,0 +1,161 @@
+"""Evaluate an embedder through the full pipeline on LFW photos (detect -> align -> embed).
+
+    python -m training.evaluate --weights models/weights/arcface_iresnet18_half_64.pt \
+        --out reports/lfw/arcface_iresnet18_half_64 --update-card
+
+Writes ``metrics.json``, ``report.md`` and PNG plots. Detections are cached in ``--cache-dir``
+(default ``~/.cache/facerec``), so later runs only embed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.aligner import FivePointAligner
+from models.detector import MTCNNDetector
+from models.embedder import Embedder
+from models.pipeline import FacePipeline
+from training import lfw, metrics, plots
+from training.config import data_root
+
+log = logging.getLogger("training.evaluate")
+FPRS = [1e-1, 1e-2, 1e-3, 1e-4]
+#: Thresholds calibrated into the model card; the service interpolates between them.
+CALIBRATION_FPRS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
+FPIRS = [1e-1, 1e-2]
+
+
+def split_idrate(people: dict[str, list[str]]) -> tuple[list[str], np.ndarray, list[str]]:
+    """The seed's split: query = every photo of people with >= 2 photos, distractors = the rest."""
+    query = [n for imgs in people.values() if len(imgs) >= 2 for n in imgs]
+    labels = np.array([n.split("/")[0] for n in query])
+    distractors = [imgs[0] for imgs in people.values() if len(imgs) == 1]
+    return query, labels, distractors
+
+
+def split_open_set(people: dict[str, list[str]]):
+    """Gallery = first photo of each person with >= 2 photos; mated probes = their other photos;
+    non-mated probes = the photos of people with one photo."""
+    multi = {p: imgs for p, imgs in people.items() if len(imgs) >= 2}
+    gallery = [imgs[0] for imgs in multi.values()]
+    mated = [n for imgs in multi.values() for n in imgs[1:]]
+    non_mated = [imgs[0] for imgs in people.values() if len(imgs) == 1]
+    return gallery, mated, non_mated
+
+
+def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pairs: list[lfw.Pair]) -> dict:
+    """Every figure of the report from the per-image embeddings (NaN rows = no face found)."""
+    stack = lambda names: np.stack([emb[n] for n in names])  # noqa: E731
+    person = lambda names: np.array([n.split("/")[0] for n in names])  # noqa: E731
+    query, labels, distractors = split_idrate(people)
+    positives, negatives = metrics.idrate_pairs(stack(query), labels, stack(distractors))
+    idr = metrics.tpr_at_fpr(positives, negatives, FPRS)
+    calib = {f"{f:g}": metrics.threshold_at_fpr(negatives, f) for f in CALIBRATION_FPRS}
+    scores = np.array([float(metrics.cosine_matrix(emb[p.a][None], emb[p.b][None])[0, 0]) for p in pairs])
+    mean, std, folds = metrics.kfold_accuracy(scores, np.array([p.same for p in pairs]),
+                                              np.array([p.fold for p in pairs]))
+    gallery, mated, non_mated = split_open_set(people)
+    dirs = metrics.dir_at_fpir(stack(gallery), person(gallery), stack(mated), person(mated),
+                               stack(non_mated), FPIRS)
+    missed = [n for n, v in emb.items() if np.isnan(v).any()]
+    return {
+        "idrate": [vars(p) for p in idr],
+        "idrate_counts": {"query": len(query), "distractors": len(distractors),
+                          "positives": int(len(positives)), "negatives": int(len(negatives))},
+        "thresholds": calib,
+        "lfw_accuracy": {"mean": mean, "std": std, "folds": folds},
+        "dir_at_fpir": [vars(p) for p in dirs],
+        "open_set_counts": {"gallery": len(gallery), "mated": len(mated), "non_mated": len(non_mated)},
+        "no_face": {"count": len(missed), "of": len(emb), "images": missed},
+        "_curves": (positives, negatives, scores, pairs),
+    }
+
+
+def write_report(out: Path, result: dict, card: dict, seconds: float) -> None:
+    """``metrics.json``, the plots and ``report.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    positives, negatives, scores, pairs = result.pop("_curves")
+    plots.roc_plots(out, {card["name"]: metrics.roc_curve(positives, negatives)})
+    plots.similarity_histogram(out / "similarity_hist.png", positives, negatives,
+                               title=f"{card['name']}: LFW ID-rate pairs")
+    result["model"] = {"name": card["name"], "version": card["version"]}
+    result["eval_seconds"] = seconds
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# LFW evaluation: {card['name']}", "",
+             f"Model version `{card['version']}`; full pipeline on the LFW photos (MTCNN detect -> "
+             f"5-point similarity alignment -> embed). Evaluated in {seconds:.0f} s.", "",
+             "## ID rate (seed protocol, exhaustive)", "",
+             f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
+             f"{result['idrate_counts']['positives']:,} positive and {result['idrate_counts']['negatives']:,} negative pairs.", "",
+             "| FPR | threshold | TPR |", "|---|---|---|"]
+    lines += [f"| {p['fpr']:g} | {p['threshold']:.4f} | {p['tpr']:.4f} |" for p in result["idrate"]]
+    acc = result["lfw_accuracy"]
+    lines += ["", "## LFW 10-fold accuracy (pairs.txt)", "",
+              f"**{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f}%** (folds: "
+              + ", ".join(f"{100 * a:.1f}" for a in acc["folds"]) + ")", "",
+              "## Open-set identification", "",
+              f"Gallery {result['open_set_counts']['gallery']}, mated probes {result['open_set_counts']['mated']}, "
+              f"non-mated probes {result['open_set_counts']['non_mated']}.", "",
+              "| FPIR | threshold | DIR |", "|---|---|---|"]
+    lines += [f"| {p['fpr']:g} | {p['threshold']:.4f} | {p['tpr']:.4f} |" for p in result["dir_at_fpir"]]
+    nf = result["no_face"]
+    lines += ["", f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses).", "",
+              "![ROC](roc.png) ![TPR vs FPR](tpr_fpr.png) ![similarities](similarity_hist.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def update_card(card_path: Path, result: dict) -> None:
+    """Store the measured metrics and calibrated thresholds in the model card."""
+    card = json.loads(card_path.read_text())
+    card["thresholds"] = result["thresholds"]
+    card["metrics"] = {
+        "lfw_10fold_accuracy": {"mean": result["lfw_accuracy"]["mean"], "std": result["lfw_accuracy"]["std"]},
+        "idrate": result["idrate"], "dir_at_fpir": result["dir_at_fpir"],
+        "no_face": {"count": result["no_face"]["count"], "of": result["no_face"]["of"]},
+        "protocol": "LFW photos, full pipeline; see training/evaluate.py",
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def build_pipeline(weights: Path, device: str) -> FacePipeline:
+    return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=None, help="shared data root (default FACEREC_DATA)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "facerec")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--update-card", action="store_true", help="write metrics and thresholds into the card")
+    parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = (args.data or data_root()) / "lfw"
+    t0 = time.perf_counter()
+    pipeline = build_pipeline(args.weights, args.device)
+    if args.flip_tta != "card":
+        pipeline.embedder.card.flip_tta = args.flip_tta == "on"
+    people = lfw.list_people(root / "images")
+    names = [n for imgs in people.values() for n in imgs]
+    d = pipeline.detector
+    key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
+    detections = lfw.detect_all(d, root / "images", names, args.cache_dir, key)
+    emb = lfw.embed_all(pipeline, root / "images", detections)
+    result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
+    write_report(args.out, result, pipeline.embedder.card.raw, time.perf_counter() - t0)
+    if args.update_card:
+        update_card(args.weights.with_suffix(".json"), result)
+    log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],
+             result["lfw_accuracy"]["std"], {p["fpr"]: round(p["tpr"], 4) for p in result["idrate"]}, args.out)
+
+
+if __name__ == "__main__":
+    main()

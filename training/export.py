@@ -1,0 +1,93 @@
+"""Export a training run's backbone as a committed weight file plus its model card.
+
+    python -m training.export --run runs/arcface_iresnet18_half_64 --out models/weights/arcface_iresnet18_half_64.pt
+
+The weights are stored in fp16 (half the size; inference loads them back as fp32). Metrics and
+calibrated thresholds are added to the card by ``training.evaluate --update-card``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import torch
+import yaml
+
+from training.config import config_from_dict
+
+log = logging.getLogger("training.export")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def training_summary(run: Path) -> dict:
+    """Last logged loss / training accuracy and the median throughput of the run."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    if not records:
+        return {}
+    ips = sorted(r["img_per_s"] for r in records)
+    return {"steps": records[-1]["step"], "final_loss": records[-1]["loss"],
+            "final_train_acc": records[-1]["train_acc"], "median_img_per_s": ips[len(ips) // 2],
+            "wall_clock_s": records[-1]["time"] - records[0]["time"]}
+
+
+def export(run: Path, out: Path, flip_tta: bool) -> Path:
+    """Write ``out`` (fp16 state dict) and ``out.with_suffix('.json')`` (the card)."""
+    cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in state["backbone"].items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    classes = json.loads((run / "classes.json").read_text())
+    card = {
+        "name": cfg.name,
+        "version": f"{cfg.name}-{digest[:12]}",
+        "sha256": digest,
+        "architecture": cfg.arch,
+        "arch_kwargs": {"dropout": 0.0},
+        "input_size": cfg.input_size,
+        "crop": "112x112 ArcFace 5-point template, resized with INTER_AREA to input_size",
+        "normalisation": "RGB, (x / 127.5) - 1",
+        "embedding_size": cfg.embedding_dim,
+        "embedding_dim": cfg.embedding_dim,
+        "flip_tta": flip_tta,
+        "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point()),
+        "training_data": {
+            "source": "FACEREC_DATA/recognition/train (research-use licences: Pinterest celebrity faces, "
+                      "CelebA, University of Essex faces94/grimace); not for commercial use",
+            "identities": len(classes),
+            "identity_fraction": cfg.identity_fraction,
+        },
+        "loss": {"name": cfg.loss, **cfg.loss_kwargs},
+        "config": cfg.to_dict(),
+        "training": training_summary(run),
+        "commit": git_commit(),
+        "reproduce": f"python -m training.train --config training/configs/{cfg.name}.yaml",
+    }
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    log.info("exported %s (%d bytes), version %s", out, out.stat().st_size, card["version"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--flip-tta", action="store_true", help="embed image + mirror at inference")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    export(args.run, args.out, args.flip_tta)
+
+
+if __name__ == "__main__":
+    main()

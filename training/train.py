@@ -1,0 +1,170 @@
+"""Train a face embedder with a margin head.
+
+    python -m training.train --config training/configs/arcface_iresnet18_half_64.yaml
+    python -m training.train --config ... --resume          # continue from the last checkpoint
+    python -m training.train --set steps=200 --set name=smoke # any field can be overridden
+
+The run's resolved config, checkpoints (every epoch) and a JSON-lines log go to ``runs/<name>/``.
+The same config trains on CPU or CUDA (bf16 autocast on either when ``bf16`` is set).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from models import create_model
+from training.config import TrainConfig, config_from_dict, load_config
+from training.data import BatchSampler, augment, list_identity_folders, load_face_folder, normalise
+from training.heads import create_head
+
+log = logging.getLogger("training.train")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero, tied to steps (not wall-clock)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build(cfg: TrainConfig, num_classes: int, device: torch.device):
+    """Backbone, head and optimiser for ``cfg``."""
+    backbone = create_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size,
+                            dropout=cfg.dropout).to(device)
+    if cfg.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    head = create_head(cfg.loss, cfg.embedding_dim, num_classes, **cfg.loss_kwargs).to(device)
+    # No weight decay on BN/PReLU parameters and biases: it only hurts them.
+    decay = [p for p in backbone.parameters() if p.ndim > 1]
+    no_decay = [p for p in backbone.parameters() if p.ndim <= 1]
+    optimiser = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+         {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+         {"params": head.parameters(), "weight_decay": cfg.weight_decay, "lr_mult": cfg.head_lr_mult}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return backbone, head, optimiser
+
+
+def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen) -> None:
+    """Write atomically, so a run killed mid-write still resumes from the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "backbone": backbone.state_dict(), "head": head.state_dict(),
+                "optimiser": optimiser.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
+                "torch_rng": gen.get_state()}, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, resume: bool) -> Path:
+    """Run (or resume) training; returns the run directory."""
+    run = cfg.run_dir()
+    ckpt_path = run / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume given but {ckpt_path} does not exist; drop --resume to start")
+        with open(run / "config.yaml") as f:
+            cfg = config_from_dict(yaml.safe_load(f))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    folders = list_identity_folders(cfg.resolved_data_dir(), cfg.identity_fraction, cfg.seed)
+    data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    log.info("%d images of %d identities, device %s", len(labels), data.num_classes, device)
+
+    backbone, head, optimiser = build(cfg, data.num_classes, device)
+    sampler = BatchSampler(data.labels, cfg.batch_size, cfg.balance_power, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start = 0
+    if resume:
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        backbone.load_state_dict(state["backbone"])
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        gen.set_state(state["torch_rng"])
+        start = state["step"]
+        log.info("resumed %s at step %d", run, start)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / "config.yaml", "w") as f:
+            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+        with open(run / "classes.json", "w") as f:
+            json.dump(data.class_names, f)
+
+    steps_per_epoch = max(1, len(labels) // cfg.batch_size)
+    backbone.train()
+    head.train()
+    log_file = open(run / "log.jsonl", "a")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step")
+    t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in optimiser.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        idx = torch.from_numpy(sampler.next())
+        x = augment(normalise(images[idx]), cfg.augment, gen).to(device)
+        y = labels[idx].to(device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            emb = backbone(x)
+        # Accuracy is read from these cosines, before the step moves the centres towards this batch.
+        cos = head.cosines(emb.float())
+        loss = F.cross_entropy(head.margin(cos, y), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
+        optimiser.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (cos.detach().argmax(1) == y).sum().item()
+        done = step + 1
+        if done % 20 == 0 or done == cfg.steps:
+            ips = seen / (time.perf_counter() - t0)
+            rec = {"step": done, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
+                   "img_per_s": ips, "time": time.time()}
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        if done % steps_per_epoch == 0 or done == cfg.steps:
+            save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen)
+    log_file.close()
+    log.info("finished %s: %d steps", run, cfg.steps)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file of TrainConfig fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one field, e.g. --set steps=200 --set augment.flip=0")
+    parser.add_argument("--resume", action="store_true", help="continue runs/<name>/checkpoint.pt")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(load_config(args.config, args.set), args.resume)
+
+
+if __name__ == "__main__":
+    main()
