@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.heads import ArcFaceMargin, MarginHead, SoftmaxMargin, create_head
+from training.heads import ArcFaceMargin, CombinedMargin, CosFaceMargin, MarginHead, SoftmaxMargin, create_head
 
 
 def test_softmax_margin_is_scaled_cosine():
@@ -82,3 +82,29 @@ def test_unknown_loss_lists_valid_names():
 def test_invalid_arcface_margin_is_refused():
     with pytest.raises(ValueError, match="margin"):
         ArcFaceMargin(32.0, 2.0)
+
+
+def test_cosface_subtracts_the_margin_from_the_target_only():
+    cos = torch.tensor([[0.5, 0.2], [0.1, 0.3]])
+    logits = CosFaceMargin(s=10, m=0.35)(cos, torch.tensor([0, 1]))
+    assert torch.allclose(logits, 10 * torch.tensor([[0.15, 0.2], [0.1, -0.05]]))
+
+
+def test_combined_margin_reduces_to_arcface_and_cosface():
+    theta = torch.linspace(0.05, 2.5, 50)
+    cos = torch.stack([torch.cos(theta), 0.1 * torch.ones(50)], 1)
+    labels = torch.zeros(50, dtype=torch.long)
+    assert torch.allclose(CombinedMargin(32, 1.0, 0.5, 0.0)(cos, labels), ArcFaceMargin(32, 0.5)(cos, labels), atol=1e-4)
+    assert torch.allclose(CombinedMargin(32, 1.0, 0.0, 0.35)(cos, labels), CosFaceMargin(32, 0.35)(cos, labels),
+                          atol=1e-4)
+
+
+@pytest.mark.parametrize("m1,m2,m3", [(1.0, 0.5, 0.0), (1.35, 0.0, 0.0), (1.0, 0.3, 0.2), (4.0, 0.0, 0.0)])
+def test_combined_margin_is_monotonic_and_finite_everywhere(m1, m2, m3):
+    theta = torch.linspace(0.0, math.pi, 3001)
+    cos = torch.stack([torch.cos(theta), torch.zeros_like(theta)], 1).requires_grad_()
+    logits = CombinedMargin(16.0, m1, m2, m3)(cos, torch.zeros(len(theta), dtype=torch.long))
+    target = logits[:, 0]
+    assert torch.all(target[1:] <= target[:-1] + 1e-3)
+    target.sum().backward()
+    assert torch.isfinite(cos.grad).all()

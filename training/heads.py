@@ -56,6 +56,44 @@ class ArcFaceMargin(nn.Module):
         return self.s * logits
 
 
+class CosFaceMargin(nn.Module):
+    """Additive cosine margin (CosFace / AM-softmax): the target logit becomes ``s * (cos(theta) - m)``."""
+
+    def __init__(self, s: float = 32.0, m: float = 0.35) -> None:
+        super().__init__()
+        self.s, self.m = s, m
+
+    def forward(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        margin = torch.zeros_like(cos).scatter_(1, labels[:, None], self.m)
+        return self.s * (cos - margin)
+
+
+class CombinedMargin(nn.Module):
+    """The combined margin of InsightFace: target logit ``s * (cos(m1 * theta + m2) - m3)``.
+
+    ``m1`` is SphereFace's multiplicative angular margin, ``m2`` ArcFace's additive angular margin and
+    ``m3`` CosFace's additive cosine margin. Where ``m1 * theta + m2`` passes pi the curve would turn
+    back up; from there we continue it linearly in theta (downward), so the logit stays monotonic.
+    """
+
+    def __init__(self, s: float = 32.0, m1: float = 1.0, m2: float = 0.0, m3: float = 0.0) -> None:
+        super().__init__()
+        if m1 < 1.0 or m2 < 0.0 or m3 < 0.0:
+            raise ValueError(f"combined margin needs m1 >= 1, m2 >= 0, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}")
+        self.s, self.m1, self.m2, self.m3 = s, m1, m2, m3
+        self.theta_max = (math.pi - m2) / m1  # past this angle cos(m1*theta + m2) would rise again
+
+    def forward(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = cos.gather(1, labels[:, None])
+        # acos has an infinite gradient at +-1: keep it a hair inside.
+        theta = torch.acos(target.clamp(-1 + 1e-7, 1 - 1e-7))
+        inside = torch.cos(self.m1 * theta + self.m2) - self.m3
+        slope = self.m1  # |d cos(x)/d theta| is at most m1; continue below -1 with that slope
+        outside = -1.0 - self.m3 - slope * (theta - self.theta_max)
+        with_margin = torch.where(theta <= self.theta_max, inside, outside)
+        return self.s * cos.scatter(1, labels[:, None], with_margin)
+
+
 class MarginHead(nn.Module):
     """Owns the class centres and turns embeddings into margin logits.
 
@@ -81,7 +119,12 @@ class MarginHead(nn.Module):
         return F.cross_entropy(self.margin(self.cosines(embeddings), labels), labels)
 
 
-MARGINS: dict[str, type[nn.Module]] = {"softmax": SoftmaxMargin, "arcface": ArcFaceMargin}
+MARGINS: dict[str, type[nn.Module]] = {
+    "softmax": SoftmaxMargin,
+    "arcface": ArcFaceMargin,
+    "cosface": CosFaceMargin,
+    "combined": CombinedMargin,  # SphereFace: m1 > 1
+}
 
 
 def create_head(name: str, embedding_dim: int, num_classes: int, **margin_kwargs) -> MarginHead:
