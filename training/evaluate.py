@@ -73,22 +73,22 @@ def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pa
         "dir_at_fpir": [vars(p) for p in dirs],
         "open_set_counts": {"gallery": len(gallery), "mated": len(mated), "non_mated": len(non_mated)},
         "no_face": {"count": len(missed), "of": len(emb), "images": missed},
-        "_curves": (positives, negatives, scores, pairs),
+        "_curves": (positives, negatives),
     }
 
 
-def write_report(out: Path, result: dict, card: dict, seconds: float) -> None:
+def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple[np.ndarray, np.ndarray]) -> None:
     """``metrics.json``, the plots and ``report.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    positives, negatives, scores, pairs = result.pop("_curves")
-    plots.roc_plots(out, {card["name"]: metrics.roc_curve(positives, negatives)})
+    positives, negatives = result.pop("_curves")
+    plots.roc_plots(out, {card["name"]: roc})
     plots.similarity_histogram(out / "similarity_hist.png", positives, negatives,
                                title=f"{card['name']}: LFW ID-rate pairs")
     result["model"] = {"name": card["name"], "version": card["version"]}
     result["eval_seconds"] = seconds
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     lines = [f"# LFW evaluation: {card['name']}", "",
-             f"Model version `{card['version']}`; full pipeline on the LFW photos (MTCNN detect -> "
+             f"Model version `{card['version']}` (flip TTA {'on' if card.get('flip_tta') else 'off'}); full pipeline on the LFW photos (MTCNN detect -> "
              f"5-point similarity alignment -> embed). Evaluated in {seconds:.0f} s.", "",
              "## ID rate (seed protocol, exhaustive)", "",
              f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
@@ -127,6 +127,31 @@ def build_pipeline(weights: Path, device: str) -> FacePipeline:
     return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device))
 
 
+def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = None,
+                   device: str = "cpu", flip_tta: str = "card") -> dict:
+    """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
+
+    The returned dict also carries ``roc`` (FPR, TPR arrays) for plots that compare models.
+    """
+    root = (data or data_root()) / "lfw"
+    t0 = time.perf_counter()
+    pipeline = build_pipeline(weights, device)
+    if flip_tta != "card":
+        pipeline.embedder.card.flip_tta = flip_tta == "on"
+    people = lfw.list_people(root / "images")
+    names = [n for imgs in people.values() for n in imgs]
+    d = pipeline.detector
+    key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
+    detections = lfw.detect_all(d, root / "images", names, cache_dir, key)
+    emb = lfw.embed_all(pipeline, root / "images", detections)
+    result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
+    roc = metrics.roc_curve(*result["_curves"])
+    card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta)
+    write_report(out, result, card, time.perf_counter() - t0, roc)
+    result["roc"] = roc
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True)
@@ -135,22 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "facerec")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--update-card", action="store_true", help="write metrics and thresholds into the card")
-    parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card")
+    parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card",
+                        help="override the card's flip test-time augmentation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = (args.data or data_root()) / "lfw"
-    t0 = time.perf_counter()
-    pipeline = build_pipeline(args.weights, args.device)
-    if args.flip_tta != "card":
-        pipeline.embedder.card.flip_tta = args.flip_tta == "on"
-    people = lfw.list_people(root / "images")
-    names = [n for imgs in people.values() for n in imgs]
-    d = pipeline.detector
-    key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
-    detections = lfw.detect_all(d, root / "images", names, args.cache_dir, key)
-    emb = lfw.embed_all(pipeline, root / "images", detections)
-    result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
-    write_report(args.out, result, pipeline.embedder.card.raw, time.perf_counter() - t0)
+    result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta)
     if args.update_card:
         update_card(args.weights.with_suffix(".json"), result)
     log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],

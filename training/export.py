@@ -40,6 +40,12 @@ def training_summary(run: Path) -> dict:
             "wall_clock_s": records[-1]["time"] - records[0]["time"]}
 
 
+def reproduce_config(name: str, run: Path) -> str:
+    """The committed config of a run when there is one, else the config saved with the run."""
+    committed = Path("training/configs") / f"{name}.yaml"
+    return str(committed) if committed.exists() else str(run / "config.yaml")
+
+
 def export(run: Path, out: Path, flip_tta: bool) -> Path:
     """Write ``out`` (fp16 state dict) and ``out.with_suffix('.json')`` (the card)."""
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
@@ -72,7 +78,7 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
         "config": cfg.to_dict(),
         "training": training_summary(run),
         "commit": git_commit(),
-        "reproduce": f"python -m training.train --config training/configs/{cfg.name}.yaml",
+        "reproduce": f"python -m training.train --config {reproduce_config(cfg.name, run)}",
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("exported %s (%d bytes), version %s", out, out.stat().st_size, card["version"])
