@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.heads import ArcFaceMargin, CombinedMargin, CosFaceMargin, MarginHead, SoftmaxMargin, create_head
+from training.heads import (ArcFaceMargin, CombinedMargin, CosFaceMargin, ElasticArcMargin, MarginHead,
+                            SoftmaxMargin, create_head)
 
 
 def test_softmax_margin_is_scaled_cosine():
@@ -108,3 +109,33 @@ def test_combined_margin_is_monotonic_and_finite_everywhere(m1, m2, m3):
     assert torch.all(target[1:] <= target[:-1] + 1e-3)
     target.sum().backward()
     assert torch.isfinite(cos.grad).all()
+
+
+def test_elastic_arc_equals_arcface_in_eval_and_varies_in_training():
+    cos = torch.tensor([[0.6, 0.1], [0.2, 0.3]]).repeat(50, 1)
+    labels = torch.tensor([0, 1]).repeat(50)
+    elastic = ElasticArcMargin(32.0, 0.5, sigma=0.05)
+    elastic.eval()
+    assert torch.allclose(elastic(cos, labels), ArcFaceMargin(32.0, 0.5)(cos, labels))
+    elastic.train()
+    torch.manual_seed(0)
+    target = elastic(cos, labels).gather(1, labels[:, None])[0::2]
+    assert target.std() > 0.1  # the margin differs per sample
+    assert abs(target.mean().item() - ArcFaceMargin(32.0, 0.5)(cos, labels)[0, 0].item()) < 1.0
+
+
+def test_elastic_arc_is_finite_at_the_ends():
+    margin = ElasticArcMargin(32.0, 0.5, sigma=0.2).train()
+    cos = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    margin(cos, torch.tensor([0, 0])).sum().backward()
+    assert torch.isfinite(cos.grad).all()
+
+
+def test_subcenter_head_takes_the_best_subcentre():
+    head = create_head("arcface", 2, 2, subcenters=2, s=16.0, m=0.5)
+    with torch.no_grad():  # class 0: sub-centres at 0 and 90 degrees; class 1 at 180 and 270
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+    cos = head.cosines(torch.tensor([[0.0, 2.0], [0.0, -3.0]]))
+    assert torch.allclose(cos, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    loss = head(torch.tensor([[0.0, 2.0]], requires_grad=True), torch.tensor([0]))
+    assert torch.isfinite(loss)

@@ -29,8 +29,10 @@ LOSS_KWARGS = {
     "arcface": {"s": 32.0, "m": 0.5},
     "cosface": {"s": 32.0, "m": 0.35},
     "sphereface": {"s": 32.0, "m1": 1.35},
+    "elasticarc": {"s": 32.0, "m": 0.5, "sigma": 0.05},
+    "subcenter_arcface": {"s": 32.0, "m": 0.5, "subcenters": 3},
 }
-LOSS_NAMES = {"sphereface": "combined"}
+LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}
 
 
 def run_one(base: str | None, sets: list[str], loss: str, out: Path) -> dict:

@@ -94,6 +94,27 @@ class CombinedMargin(nn.Module):
         return self.s * cos.scatter(1, labels[:, None], with_margin)
 
 
+class ElasticArcMargin(ArcFaceMargin):
+    """ElasticFace-Arc (Boutros et al., 2022): ArcFace whose margin is drawn per sample from
+    ``N(m, sigma)`` during training, so the decision boundary is not one fixed ring; the mean margin
+    is used in eval mode."""
+
+    def __init__(self, s: float = 32.0, m: float = 0.5, sigma: float = 0.05) -> None:
+        super().__init__(s, m)
+        self.sigma = sigma
+
+    def forward(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.sigma == 0:
+            return super().forward(cos, labels)
+        m = (self.m + self.sigma * torch.randn(len(labels), 1, device=cos.device)).clamp(0.0, math.pi / 2 - 1e-3)
+        target = cos.gather(1, labels[:, None])
+        sin = torch.sqrt((1.0 - target * target).clamp_min(1e-9))
+        with_margin = target * torch.cos(m) - sin * torch.sin(m)
+        # Same monotonic continuation as ArcFace, per sample: past theta + m = pi, go linear.
+        with_margin = torch.where(target > torch.cos(math.pi - m), with_margin, target - torch.sin(math.pi - m) * m)
+        return self.s * cos.scatter(1, labels[:, None], with_margin)
+
+
 class MarginHead(nn.Module):
     """Owns the class centres and turns embeddings into margin logits.
 
@@ -101,17 +122,23 @@ class MarginHead(nn.Module):
         embedding_dim: size of the backbone's embeddings.
         num_classes: number of training identities.
         margin: module mapping ``(cos, labels)`` to logits.
+        subcenters: centres per class (sub-center ArcFace, Deng et al., 2020): a class's cosine is its
+            best sub-centre's, so noisy or atypical images can gather at a sub-centre of their own
+            instead of pulling the dominant one.
     """
 
-    def __init__(self, embedding_dim: int, num_classes: int, margin: nn.Module) -> None:
+    def __init__(self, embedding_dim: int, num_classes: int, margin: nn.Module, subcenters: int = 1) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        self.subcenters = subcenters
+        self.weight = nn.Parameter(torch.empty(num_classes * subcenters, embedding_dim))
         nn.init.normal_(self.weight, std=0.01)
         self.margin = margin
 
     def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each embedding to each class centre, clamped to [-1, 1]."""
+        """Cosine similarity of each embedding to each class (its best sub-centre), clamped to [-1, 1]."""
         cos = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
+        if self.subcenters > 1:
+            cos = cos.view(len(cos), -1, self.subcenters).amax(dim=2)
         return cos.clamp(-1.0, 1.0)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -124,13 +151,14 @@ MARGINS: dict[str, type[nn.Module]] = {
     "arcface": ArcFaceMargin,
     "cosface": CosFaceMargin,
     "combined": CombinedMargin,  # SphereFace: m1 > 1
+    "elasticarc": ElasticArcMargin,
 }
 
 
-def create_head(name: str, embedding_dim: int, num_classes: int, **margin_kwargs) -> MarginHead:
+def create_head(name: str, embedding_dim: int, num_classes: int, subcenters: int = 1, **margin_kwargs) -> MarginHead:
     """Build a :class:`MarginHead` with the margin registered as ``name``."""
     try:
         margin_cls = MARGINS[name]
     except KeyError:
         raise KeyError(f"unknown loss {name!r}; choose one of {sorted(MARGINS)}") from None
-    return MarginHead(embedding_dim, num_classes, margin_cls(**margin_kwargs))
+    return MarginHead(embedding_dim, num_classes, margin_cls(**margin_kwargs), subcenters)
