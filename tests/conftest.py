@@ -8,14 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-
-DATA = Settings.model_fields["data"].default
-
-
-def data_root() -> Path:
-    import os
-
-    return Path(os.environ.get("FACEREC_DATA", DATA))
+from training.config import data_root
 
 
 @pytest.fixture(scope="session")

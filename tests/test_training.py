@@ -1,6 +1,7 @@
 """The training package on a tiny synthetic identity tree: config, train, resume, export, load."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ def tiny_tree(tmp_path: Path) -> Path:
         folder = root / f"person_{person}"
         folder.mkdir(parents=True)
         base = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
-        for i in range(4):
+        for i in range(5):
             noisy = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
             cv2.imwrite(str(folder / f"{i}.jpg"), noisy)
     return root
@@ -55,6 +56,18 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert vectors.shape == (2, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.embed([]).shape == (0, 16)
+
+
+def test_holdout_keeps_every_identity_in_training_and_reports_accuracy(tiny_tree: Path, tmp_path: Path):
+    from training.train import holdout_split
+
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
+    train_idx, held = holdout_split(labels, 0.2, seed=0)
+    assert len(np.intersect1d(train_idx, held)) == 0 and len(train_idx) + len(held) == len(labels)
+    assert set(labels[train_idx]) == {0, 1, 2} and set(labels[held]) == {0, 2}  # identity 1 has < 5 images
+    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=2), {"holdout": 0.25})
+    run = train(cfg, resume=False)
+    assert 0.0 <= json.loads((run / "holdout.json").read_text())["accuracy"] <= 1.0
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_tree: Path, tmp_path: Path):

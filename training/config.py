@@ -30,6 +30,7 @@ class TrainConfig:
     loss_kwargs: dict = field(default_factory=lambda: {"s": 32.0, "m": 0.5})
     data_dir: str = ""  # empty: <FACEREC_DATA>/recognition/train
     identity_fraction: float = 1.0
+    holdout: float = 0.0  # share of images per identity held out for closed-set classification accuracy
     balance_power: float = 0.5
     batch_size: int = 128
     steps: int = 10000

@@ -16,6 +16,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -62,6 +63,38 @@ def build(cfg: TrainConfig, num_classes: int, device: torch.device):
     return backbone, head, optimiser
 
 
+def holdout_split(labels, fraction: float, seed: int):
+    """Indices (train, held out): ``fraction`` of each identity's images, for identities with at least
+    5 images, are held out to measure closed-set classification accuracy (the seed study's "test
+    accuracy"); every identity keeps images in training."""
+    rng = np.random.default_rng(seed + 1)
+    held = []
+    if fraction > 0:
+        for label in np.unique(labels):
+            idx = np.flatnonzero(labels == label)
+            if len(idx) >= 5:
+                held.extend(rng.choice(idx, size=max(1, int(fraction * len(idx))), replace=False))
+    held = np.sort(np.array(held, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
+@torch.no_grad()
+def classification_accuracy(backbone, head, images, labels, cfg: TrainConfig, device, batch: int = 512) -> float:
+    """Share of images whose nearest class centre (no margin) is their own identity."""
+    backbone.eval()
+    correct = 0
+    for start in range(0, len(labels), batch):
+        x = normalise(torch.from_numpy(images[start:start + batch])).to(device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            emb = backbone(x)
+        pred = head.cosines(emb.float()).argmax(1).cpu().numpy()
+        correct += int((pred == labels[start:start + batch]).sum())
+    backbone.train()
+    return correct / len(labels)
+
+
 def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen) -> None:
     """Write atomically, so a run killed mid-write still resumes from the previous checkpoint."""
     tmp = path.with_suffix(".tmp")
@@ -86,12 +119,13 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     device = pick_device(cfg.device)
     folders = list_identity_folders(cfg.resolved_data_dir(), cfg.identity_fraction, cfg.seed)
     data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
-    images = torch.from_numpy(data.images)
-    labels = torch.from_numpy(data.labels)
+    train_idx, held_idx = holdout_split(data.labels, cfg.holdout, cfg.seed)
+    images = torch.from_numpy(data.images[train_idx])
+    labels = torch.from_numpy(data.labels[train_idx])
     log.info("%d images of %d identities, device %s", len(labels), data.num_classes, device)
 
     backbone, head, optimiser = build(cfg, data.num_classes, device)
-    sampler = BatchSampler(data.labels, cfg.batch_size, cfg.balance_power, cfg.seed)
+    sampler = BatchSampler(data.labels[train_idx], cfg.batch_size, cfg.balance_power, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     if resume:
@@ -151,6 +185,10 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         if done % steps_per_epoch == 0 or done == cfg.steps:
             save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen)
     log_file.close()
+    if len(held_idx):
+        acc = classification_accuracy(backbone, head, data.images[held_idx], data.labels[held_idx], cfg, device)
+        (run / "holdout.json").write_text(json.dumps({"images": int(len(held_idx)), "accuracy": acc}))
+        log.info("held-out classification accuracy %.4f on %d images", acc, len(held_idx))
     log.info("finished %s: %d steps", run, cfg.steps)
     return run
 
