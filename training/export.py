@@ -57,7 +57,8 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
     classes = json.loads((run / "classes.json").read_text())
     card = {
         "name": cfg.name,
-        "version": f"{cfg.name}-{digest[:12]}",
+        # Flip TTA changes the vectors, so it is part of the version that enrolled faces are tagged with.
+        "version": f"{cfg.name}-{digest[:12]}" + ("-flip" if flip_tta else ""),
         "sha256": digest,
         "architecture": cfg.arch,
         "arch_kwargs": {"dropout": 0.0},
