@@ -17,8 +17,8 @@ class SoftmaxMargin(nn.Module):
     """No margin: plain (normalised) softmax cross-entropy logits ``s * cos``.
 
     Args:
-        s: logit scale. ``None`` keeps raw cosines multiplied by a learnt-free scale of 1, which
-            trains poorly; the default 32 matches the margin heads so comparisons are fair.
+        s: logit scale. Unscaled cosines (s = 1) cannot make a confident softmax and train poorly;
+            the default 32 matches the margin heads, so a comparison differs only in the margin.
     """
 
     def __init__(self, s: float = 32.0) -> None:
@@ -29,31 +29,33 @@ class SoftmaxMargin(nn.Module):
         return self.s * cos
 
 
-class ArcFaceMargin(nn.Module):
-    """Additive angular margin (ArcFace): the target logit becomes ``s * cos(theta + m)``.
+def arc_margin(target: torch.Tensor, m: float | torch.Tensor) -> torch.Tensor:
+    """``cos(theta + m)`` from ``cos(theta)``, continued linearly once ``theta + m > pi``.
 
-    ``cos(theta + m)`` stops decreasing once ``theta + m > pi``, which would *reward* a sample for
-    moving away from its centre. Past that point we use the standard linear continuation
-    ``cos(theta) - m * sin(m)``, which stays monotonic. The angle is never computed through
-    ``acos`` (its gradient is infinite at +-1): we use the cos/sin addition formula.
+    ``cos(theta + m)`` stops decreasing past that point, which would *reward* a sample for moving
+    away from its centre; the standard continuation ``cos(theta) - m * sin(m)`` stays monotonic.
+    The angle is never computed through ``acos`` (its gradient is infinite at +-1): we use the
+    cos/sin addition formula. ``m`` may be a float or a per-sample ``(N, 1)`` tensor.
     """
+    m = torch.as_tensor(m, dtype=target.dtype, device=target.device)
+    sin = torch.sqrt((1.0 - target * target).clamp_min(1e-9))
+    with_margin = target * torch.cos(m) - sin * torch.sin(m)
+    return torch.where(target > torch.cos(math.pi - m), with_margin, target - torch.sin(math.pi - m) * m)
+
+
+class ArcFaceMargin(nn.Module):
+    """Additive angular margin (ArcFace): the target logit becomes ``s * cos(theta + m)``
+    (monotonic past ``theta + m = pi``, see :func:`arc_margin`)."""
 
     def __init__(self, s: float = 32.0, m: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= m < math.pi / 2:
             raise ValueError(f"ArcFace margin m={m} must lie in [0, pi/2); typical values are 0.3-0.5")
         self.s, self.m = s, m
-        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
-        self.th = math.cos(math.pi - m)  # cos(theta) below this means theta + m > pi
-        self.mm = math.sin(math.pi - m) * m
 
     def forward(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         target = cos.gather(1, labels[:, None])
-        sin = torch.sqrt((1.0 - target * target).clamp_min(1e-9))
-        with_margin = target * self.cos_m - sin * self.sin_m
-        with_margin = torch.where(target > self.th, with_margin, target - self.mm)
-        logits = cos.scatter(1, labels[:, None], with_margin)
-        return self.s * logits
+        return self.s * cos.scatter(1, labels[:, None], arc_margin(target, self.m))
 
 
 class CosFaceMargin(nn.Module):
@@ -108,11 +110,7 @@ class ElasticArcMargin(ArcFaceMargin):
             return super().forward(cos, labels)
         m = (self.m + self.sigma * torch.randn(len(labels), 1, device=cos.device)).clamp(0.0, math.pi / 2 - 1e-3)
         target = cos.gather(1, labels[:, None])
-        sin = torch.sqrt((1.0 - target * target).clamp_min(1e-9))
-        with_margin = target * torch.cos(m) - sin * torch.sin(m)
-        # Same monotonic continuation as ArcFace, per sample: past theta + m = pi, go linear.
-        with_margin = torch.where(target > torch.cos(math.pi - m), with_margin, target - torch.sin(math.pi - m) * m)
-        return self.s * cos.scatter(1, labels[:, None], with_margin)
+        return self.s * cos.scatter(1, labels[:, None], arc_margin(target, m))
 
 
 class MarginHead(nn.Module):
