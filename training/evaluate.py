@@ -127,7 +127,10 @@ def build_pipeline(weights: Path, device: str) -> FacePipeline:
     return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device))
 
 
-def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = None,
+DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
+
+
+def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
                    device: str = "cpu", flip_tta: str = "card") -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
 
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=None, help="shared data root (default FACEREC_DATA)")
-    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "facerec")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--update-card", action="store_true", help="write metrics and thresholds into the card")
     parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card",
