@@ -56,20 +56,14 @@ def delete_identity(*, session: Session, identity: Identity) -> None:
     session.flush()
 
 
-def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of every face made by ``model_version``, ordered by id."""
-    rows = session.execute(select(FaceRecord.id, FaceRecord.embedding)
+def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(face ids, identity ids, vectors) of every face made by ``model_version``, ordered by face id."""
+    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
                            .where(FaceRecord.model_version == model_version).order_by(FaceRecord.id)).all()
     ids = np.array([r[0] for r in rows], np.int64)
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
-    return ids, vectors
-
-
-def face_labels(*, session: Session, model_version: str) -> tuple[np.ndarray, np.ndarray]:
-    """(face ids, identity ids) of every face made by ``model_version``, ordered by face id."""
-    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id)
-                           .where(FaceRecord.model_version == model_version).order_by(FaceRecord.id)).all()
-    return np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64)
+    owners = np.array([r[1] for r in rows], np.int64)
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
+    return ids, owners, vectors
 
 
 def count_faces_of_other_versions(*, session: Session, model_version: str) -> int:

@@ -88,8 +88,8 @@ class RecognitionService:
     def sync_index(self) -> bool:
         """Check the saved index against the database; rebuild it if they disagree."""
         with self.sessions() as session:
-            ids, vectors = crud.embeddings(session=session, model_version=self.model_version,
-                                           dim=self.pipeline.embedder.dim)
+            ids, _, vectors = crud.embeddings(session=session, model_version=self.model_version,
+                                              dim=self.pipeline.embedder.dim)
             stale = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
         if stale:
             log.warning("%d enrolled faces were made by another model version and are not searchable; "
@@ -250,9 +250,8 @@ class RecognitionService:
     def gallery_idrate(self) -> dict | None:
         """The seed's TPR@FPR over the enrolled faces; ``None`` until two identities have two faces."""
         with self.sessions() as session:
-            ids, vectors = crud.embeddings(session=session, model_version=self.model_version,
-                                           dim=self.pipeline.embedder.dim)
-            _, owners = crud.face_labels(session=session, model_version=self.model_version)
+            ids, owners, vectors = crud.embeddings(session=session, model_version=self.model_version,
+                                                   dim=self.pipeline.embedder.dim)
         people, counts = np.unique(owners, return_counts=True)
         multi = set(people[counts >= 2].tolist())
         if len(multi) < 2:
