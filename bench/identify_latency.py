@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from training.config import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench")
 
@@ -48,7 +50,7 @@ def start_server(state: Path, port: int) -> subprocess.Popen:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("FACEREC_DATA", ROOT.parent / "shared" / "data")))
+    parser.add_argument("--data", type=Path, default=data_root(), help="shared data root (default FACEREC_DATA)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "identify_latency.json")
     args = parser.parse_args()

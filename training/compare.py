@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {loss: run_one(args.config, args.set, loss, args.out) for loss in args.losses}
     plots.roc_plots(args.out, {loss: r["roc"] for loss, r in results.items()})
-    command = "python -m training.compare " + " ".join(argv or __import__("sys").argv[1:])
+    command = "python -m training.compare " + " ".join(argv or sys.argv[1:])
     write_table(args.out, results, command)
     log.info("wrote %s", args.out / "table.md")
 
