@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import WEIGHTS_DIR
@@ -31,6 +31,17 @@ class Settings(BaseSettings):
     default_fpr: float = Field(1e-3, gt=0.0, lt=1.0)
     max_top_k: int = Field(50, gt=0)
     max_name_length: int = Field(200, gt=0)
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="whole request body, all files together")
+    admin_key: SecretStr | None = Field(None, description="an admin API key given at start-up (automation)")
+    insecure_dev_mode: bool = Field(False, description="serve with NO authentication; local development only")
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_strong(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError(f"FACEREC_ADMIN_KEY is {len(key.get_secret_value())} characters; use at least 16, e.g. "
+                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return key
 
     @field_validator("weights")
     @classmethod

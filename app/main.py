@@ -12,9 +12,11 @@ import torch
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
 from app.api.routes import faces, identities, system
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_session_factory, upgrade_database
+from app.services.auth import KeyStore
 from app.services.recognition import RecognitionService
 from models.aligner import FivePointAligner
 from models.detector import MTCNNDetector
@@ -32,31 +34,53 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def build_service(settings: Settings) -> RecognitionService:
-    """Everything the service needs, loaded once."""
+INSECURE_BANNER = ("\n" + "!" * 78 + "\n!! FACEREC_INSECURE_DEV_MODE is on: NO API KEY IS CHECKED. Anyone who can reach "
+                   "this port\n!! can read and change the gallery. Never run like this outside local development.\n"
+                   + "!" * 78)
+
+
+def build_keys(settings: Settings, sessions) -> KeyStore:
+    """The key store; refuses to go on with no key at all unless insecure dev mode was asked for."""
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+    keys = KeyStore(sessions, admin, enabled=not settings.insecure_dev_mode)
+    if settings.insecure_dev_mode:
+        log.warning(INSECURE_BANNER)
+    elif not keys.has_any_key():
+        raise RuntimeError("no API key is configured, so nobody could use the service: set FACEREC_ADMIN_KEY "
+                           "(16+ characters), or create a key with `python -m app.keys create --name NAME "
+                           "--role admin`, or set FACEREC_INSECURE_DEV_MODE=1 for local development only")
+    return keys
+
+
+def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
+    """Everything the service needs, loaded once: the key store first (it fails fast), then the models."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     upgrade_database(engine)
+    sessions = make_session_factory(engine)
+    keys = build_keys(settings, sessions)
     device = pick_device(settings.device)
     pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score), FivePointAligner(),
                             Embedder(settings.weights, device))
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
-    service = RecognitionService(settings, pipeline, make_session_factory(engine))
+    service = RecognitionService(settings, pipeline, sessions)
     service.sync_index()
-    return service
+    return service, keys
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.service = build_service(settings or get_settings())
+        app.state.service, app.state.keys = build_service(settings)
         yield
 
     app = FastAPI(title="facerec", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted face recognition: enrol people, identify faces in photos.")
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     for module in (faces, identities, system):
         app.include_router(module.router)
     return app

@@ -12,40 +12,20 @@ import json
 import logging
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's packages and tests.live
+
+from tests.live import LiveServer
 from training.config import data_root
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(state: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "FACEREC_STATE_DIR": str(state)}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start within 60 s")
 
 
 def main() -> None:
@@ -57,11 +37,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the table
     known = args.data / "photos" / "known_people" / "knn_examples"
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(Path(tmp) / "state", port)
-        try:
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "state", Path(tmp) / "server.log") as server:
+        with server.client() as client:
             for person in sorted((known / "train").iterdir()):
                 files = [("images", (p.name, p.read_bytes())) for p in sorted(person.iterdir())]
                 client.post("/enroll", data={"name": person.name}, files=files).raise_for_status()
@@ -80,9 +57,6 @@ def main() -> None:
                                        "p95_ms": float(np.percentile(times, 95))}
                 log.info("%-22s %d faces  median %7.1f ms  p95 %7.1f ms", photo.name, faces,
                          results[photo.name]["median_ms"], results[photo.name]["p95_ms"])
-        finally:
-            proc.terminate()
-            proc.wait(10)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                                     "repeats": args.repeats, "photos": results}, indent=2))

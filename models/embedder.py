@@ -80,12 +80,18 @@ class Embedder:
         return x.to(self.device).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        """``(len(crops), dim)`` float32 unit vectors; ``(0, dim)`` for no crops."""
+    def embed(self, crops: list[np.ndarray], normalize: bool = True) -> np.ndarray:
+        """``(len(crops), dim)`` float32 unit vectors; ``(0, dim)`` for no crops.
+
+        ``normalize=False`` returns the raw network outputs, whose norms the embedding study reads
+        as a quality signal; the service always compares unit vectors.
+        """
         if not crops:
             return np.zeros((0, self.dim), np.float32)
         x = self.preprocess(crops)
         emb = self.model(x).float()
         if self.card.flip_tta:
             emb = emb + self.model(torch.flip(x, dims=[3])).float()
-        return F.normalize(emb, dim=1).cpu().numpy()
+        if normalize:
+            emb = F.normalize(emb, dim=1)
+        return emb.cpu().numpy()

@@ -6,6 +6,7 @@ import numpy as np
 from models.aligner import FivePointAligner
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
+from models.timing import Timings
 from models.types import Detection, Face
 
 
@@ -17,13 +18,19 @@ class FacePipeline:
         self.aligner = aligner
         self.embedder = embedder
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        return self.detector.detect(image)
+    def detect(self, image: np.ndarray, timings: Timings | None = None) -> list[Detection]:
+        timings = Timings() if timings is None else timings
+        with timings.stage("detect"):
+            return self.detector.detect(image)
 
-    def embed_detections(self, image: np.ndarray, detections: list[Detection]) -> list[Face]:
+    def embed_detections(self, image: np.ndarray, detections: list[Detection],
+                         timings: Timings | None = None) -> list[Face]:
         """Align every detection and embed them as one batch."""
-        crops = [self.aligner.align(image, d.points) for d in detections]
-        vectors = self.embedder.embed(crops)
+        timings = Timings() if timings is None else timings
+        with timings.stage("align"):
+            crops = [self.aligner.align(image, d.points) for d in detections]
+        with timings.stage("embed"):
+            vectors = self.embedder.embed(crops)
         return [Face(d.box, d.score, d.points, v) for d, v in zip(detections, vectors)]
 
     def faces(self, image: np.ndarray, max_faces: int | None = None) -> list[Face]:

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.live import ADMIN_KEY
 from training.config import data_root
 
 
@@ -24,9 +25,12 @@ def known(data: Path) -> Path:
     return data / "photos" / "known_people" / "knn_examples"
 
 
-def make_client(state_dir: Path) -> TestClient:
-    """A client for an app on the committed weights (or FACEREC_WEIGHTS) and ``state_dir``."""
-    return TestClient(create_app(Settings(state_dir=state_dir)))
+
+
+def make_client(state_dir: Path, key: str | None = ADMIN_KEY, **settings) -> TestClient:
+    """A client for an app on the committed weights (or FACEREC_WEIGHTS) and ``state_dir``, sending ``key``."""
+    app = create_app(Settings(state_dir=state_dir, **{"admin_key": ADMIN_KEY, **settings}))
+    return TestClient(app, headers={"X-API-Key": key} if key else {})
 
 
 @pytest.fixture

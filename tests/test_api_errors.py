@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import make_client
 from tests.test_api_e2e import files
 
 
@@ -75,6 +76,13 @@ def bad_requests(known: Path, data: Path) -> list[tuple[str, str, dict, int, str
         ("unknown identity to delete", "DELETE /identities/999", {}, 404, "unknown_identity"),
         ("unknown identity to get", "GET /identities/999", {}, 404, "unknown_identity"),
         ("identity id not a number", "GET /identities/abc", {}, 422, "invalid_parameter"),
+        ("upload over the byte limit", "/identify", {"files": [("image", ("big.jpg", b"\xff" * (15 * 2**20 + 1)))]},
+         413, "image_too_large"),
+        ("file in the wrong field", "/identify", {"files": files([good], "photo")}, 422, "invalid_parameter"),
+        ("html named .png", "/identify", {"files": [("image", ("page.png", b"<html><body>hi</body></html>"))]},
+         415, "invalid_image"),
+        ("enrol with a wrong API key", "/enroll", {"data": {"name": "intruder"}, "files": files([good]),
+                                                   "headers": {"X-API-Key": "frk_not-a-key"}}, 401, "invalid_api_key"),
     ]
 
 
@@ -93,7 +101,7 @@ def gif_bytes() -> bytes:
     return buf.getvalue()
 
 
-N_CASES = 24
+N_CASES = 28
 
 
 @pytest.mark.parametrize("case", range(N_CASES))
@@ -143,3 +151,20 @@ def test_exif_rotation_is_honoured(seeded, known: Path):
 def test_no_face_at_identify_is_an_empty_list(seeded, data: Path):
     r = seeded.post("/identify", files=files([data / "photos" / "crowds" / "dogs.jpg"], "image"))
     assert r.status_code == 200 and r.json()["faces"] == []
+
+
+def test_request_body_over_the_limit_is_refused_before_parsing(tmp_path: Path, known: Path):
+    """The whole-body cap answers 413 both for a declared Content-Length and for a chunked stream."""
+    photo = known / "train" / "obama" / "obama2.jpg"
+    with make_client(tmp_path / "state", max_request_bytes=50_000) as client:
+        r = client.post("/enroll", data={"name": "big"}, files=files([photo] * 3))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+        assert "FACEREC_MAX_REQUEST_BYTES" in r.json()["error"]["message"]
+
+        def chunks():
+            for _ in range(20):
+                yield b"x" * 10_000
+
+        r = client.post("/identify", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+        assert client.get("/identities").json() == []

@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.heads import (ArcFaceMargin, CombinedMargin, CosFaceMargin, ElasticArcMargin, MarginHead,
-                            SoftmaxMargin, create_head)
+from training.heads import (
+    ArcFaceMargin,
+    CombinedMargin,
+    CosFaceMargin,
+    ElasticArcMargin,
+    MarginHead,
+    SoftmaxMargin,
+    create_head,
+)
 
 
 def test_softmax_margin_is_scaled_cosine():

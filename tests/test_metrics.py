@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from training.metrics import (best_threshold, cosine_matrix, dir_at_fpir, idrate, idrate_pairs, kfold_accuracy,
-                              roc_curve, threshold_at_fpr)
+from training.metrics import (
+    best_threshold,
+    cosine_matrix,
+    dir_at_fpir,
+    idrate,
+    idrate_pairs,
+    kfold_accuracy,
+    roc_curve,
+    threshold_at_fpr,
+)
 
 # The seed study's known values (query ids 1, 2, 3, 5, 9, 10 in three identities; five distractors).
 SEED_QUERY = np.array([[1.56, 6.45, -7.68], [-1.1, 6.11, -3.0], [-0.06, -0.98, -1.29], [8.56, 1.45, 1.11],

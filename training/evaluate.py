@@ -130,6 +130,24 @@ def build_pipeline(weights: Path, device: str) -> FacePipeline:
 DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
 
 
+def embeddings_path(cache_dir: Path, embedder: Embedder) -> Path:
+    """Where the raw LFW embeddings of one model version (and TTA setting) are kept."""
+    return Path(cache_dir) / "embeddings" / f"lfw_{embedder.version}_flip{int(embedder.card.flip_tta)}.npz"
+
+
+def save_embeddings(path: Path, embeddings: dict[str, np.ndarray]) -> None:
+    """Raw embeddings (fp16, names alongside) for the embedding study; a cache, not a result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(embeddings)
+    np.savez(path, names=np.array(names), vectors=np.stack([embeddings[n] for n in names]).astype(np.float16))
+
+
+def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+    """Inverse of :func:`save_embeddings` (float32 vectors)."""
+    with np.load(path) as z:
+        return dict(zip(z["names"].tolist(), z["vectors"].astype(np.float32)))
+
+
 def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
                    device: str = "cpu", flip_tta: str = "card") -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
@@ -146,7 +164,10 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     d = pipeline.detector
     key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
     detections = lfw.detect_all(d, root / "images", names, cache_dir, key)
-    emb = lfw.embed_all(pipeline, root / "images", detections)
+    raw = lfw.embed_all(pipeline, root / "images", detections, normalize=False)
+    if cache_dir is not None:
+        save_embeddings(embeddings_path(cache_dir, pipeline.embedder), raw)
+    emb = {n: v / np.linalg.norm(v) for n, v in raw.items()}  # NaN rows (no face) stay NaN
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
     roc = metrics.roc_curve(*result["_curves"])
     card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta)

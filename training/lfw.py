@@ -104,13 +104,16 @@ def detect_all(detector, images_dir: Path, names: list[str], cache_dir: Path | N
 
 
 def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None],
-              batch: int = 256) -> dict[str, np.ndarray]:
-    """Embedding of every image's detected face; a row of NaNs where no face was found."""
+              batch: int = 256, normalize: bool = True) -> dict[str, np.ndarray]:
+    """Embedding of every image's detected face; a row of NaNs where no face was found.
+
+    ``normalize=False`` keeps the raw (un-normalised) network outputs.
+    """
     names = list(detections)
     out = {}
     for start in tqdm(range(0, len(names), batch), desc="embed", unit="batch"):
         chunk = [n for n in names[start:start + batch] if detections[n] is not None]
         crops = [pipeline.aligner.align(read_rgb(images_dir / n), detections[n].points) for n in chunk]
-        out.update(zip(chunk, pipeline.embedder.embed(crops)))
+        out.update(zip(chunk, pipeline.embedder.embed(crops, normalize=normalize)))
     nan = np.full(pipeline.embedder.dim, np.nan, np.float32)
     return {n: out.get(n, nan) for n in names}

@@ -1,12 +1,16 @@
 """One place maps domain and validation errors to JSON bodies: ``{"error": {"code", "message", ...}}``."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.services.errors import ServiceError
+
+log = logging.getLogger("app.errors")
 
 
 def error_body(code: str, message: str, **detail) -> dict:
@@ -23,6 +27,13 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return JSONResponse(error_body("invalid_parameter", "; ".join(problems),
                                        fields=[str(e["loc"][-1]) for e in exc.errors()]), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log it with its traceback, answer JSON without internals.
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal_error", "an unexpected error occurred; it has been logged"),
+                            status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -90,6 +90,7 @@ class HealthOut(BaseModel):
     status: str
     device: str
     model_version: str
+    auth: str = Field(description="'api_key', or 'disabled' in insecure development mode")
     identities: int
     faces_indexed: int
 

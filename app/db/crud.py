@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from app.db.models import FaceRecord, Identity
+from app.db.models import ApiKey, FaceRecord, Identity, utcnow
 
 
 def get_identity(*, session: Session, identity_id: int) -> Identity | None:
@@ -51,9 +51,19 @@ def face_ids(*, session: Session, identity_id: int) -> list[int]:
     return list(session.scalars(select(FaceRecord.id).where(FaceRecord.identity_id == identity_id)))
 
 
+def count_faces(*, session: Session, identity_id: int) -> int:
+    return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.identity_id == identity_id)) or 0
+
+
 def delete_identity(*, session: Session, identity: Identity) -> None:
     session.delete(identity)
     session.flush()
+
+
+def purge_journal(*, session: Session) -> None:
+    """Copy the write-ahead log into the database and truncate it, so that the (zeroed) deletions are
+    all that is left of deleted rows on disk. Best effort: a concurrent reader can postpone it."""
+    session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
 def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,3 +88,32 @@ def identity_names(*, session: Session, identity_ids: list[int]) -> dict[int, st
 def identities_of_faces(*, session: Session, face_ids: list[int]) -> dict[int, int]:
     rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id).where(FaceRecord.id.in_(face_ids)))
     return {f: i for f, i in rows}
+
+
+def add_api_key(*, session: Session, name: str, role: str, key_hash: str, prefix: str) -> ApiKey:
+    key = ApiKey(name=name, role=role, key_hash=key_hash, prefix=prefix)
+    session.add(key)
+    session.flush()
+    return key
+
+
+def active_api_key(*, session: Session, key_hash: str) -> ApiKey | None:
+    """The unrevoked key with this hash, if any."""
+    return session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)))
+
+
+def list_api_keys(*, session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def count_active_api_keys(*, session: Session) -> int:
+    return session.scalar(select(func.count(ApiKey.id)).where(ApiKey.revoked_at.is_(None))) or 0
+
+
+def revoke_api_key(*, session: Session, key_id: int) -> ApiKey | None:
+    """Mark the key revoked (kept for the record); ``None`` if there is no such key."""
+    key = session.get(ApiKey, key_id)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key

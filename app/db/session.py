@@ -21,6 +21,8 @@ def make_engine(url: str) -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
+        # Deleted rows are overwritten with zeros, not left in free pages: embeddings are biometric data.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     return engine

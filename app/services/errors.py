@@ -45,3 +45,15 @@ class IdentityExists(ServiceError):
 
 class InvalidParameter(ServiceError):
     code, status = "invalid_parameter", 422
+
+
+class MissingApiKey(ServiceError):
+    code, status = "missing_api_key", 401
+
+
+class InvalidApiKey(ServiceError):
+    code, status = "invalid_api_key", 401
+
+
+class Forbidden(ServiceError):
+    code, status = "forbidden", 403

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import crud
 from app.db.models import FaceRecord, Identity
-from app.services.errors import (IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound,
-                                 UnknownIdentity)
+from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
 from app.services.images import decode_image
 from app.services.index import VectorIndex
 from models.pipeline import FacePipeline
+from models.timing import Timings
 from models.types import Face
 from training.metrics import idrate
 
@@ -54,6 +54,7 @@ class IdentifyResult:
     fpr: float
     faces_found: int
     skipped: list[dict] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
 
 
 def threshold_for_fpr(table: dict[float, float], fpr: float) -> float:
@@ -103,12 +104,14 @@ class RecognitionService:
         return decode_image(upload.data, upload.filename, max_bytes=self.settings.max_upload_bytes,
                             max_pixels=self.settings.max_image_pixels)
 
-    def faces(self, upload: Upload) -> tuple[list[Face], int]:
+    def faces(self, upload: Upload, timings: Timings | None = None) -> tuple[list[Face], int]:
         """Faces of an upload (capped at ``max_faces``) and how many were found in all."""
-        image = self.decode(upload)
-        detections = self.pipeline.detect(image)
+        timings = Timings() if timings is None else timings
+        with timings.stage("decode"):
+            image = self.decode(upload)
+        detections = self.pipeline.detect(image, timings)
         kept = detections[: self.settings.max_faces]
-        return self.pipeline.embed_detections(image, kept), len(detections)
+        return self.pipeline.embed_detections(image, kept, timings), len(detections)
 
     # -- enrolment ----------------------------------------------------------------------------
     def _check_enroll_params(self, name: str | None, identity_id: int | None, uploads: list[Upload]) -> None:
@@ -125,8 +128,11 @@ class RecognitionService:
                                    "per request", parameter="images")
 
     def enroll(self, *, name: str | None, identity_id: int | None,
-               uploads: list[Upload]) -> tuple[Identity, list[FaceRecord]]:
-        """Add one face per image to a new or existing identity: all images or none."""
+               uploads: list[Upload]) -> tuple[Identity, list[FaceRecord], int]:
+        """Add one face per image to a new or existing identity: all images or none.
+
+        Returns the identity, the new face records and the identity's face count after the change.
+        """
         self._check_enroll_params(name, identity_id, uploads)
         name = name.strip() if name is not None else None
         if identity_id is not None:
@@ -142,7 +148,7 @@ class RecognitionService:
         return self._store(name, identity_id, faces)
 
     def _store(self, name: str | None, identity_id: int | None,
-               faces: list[tuple[str, Face]]) -> tuple[Identity, list[FaceRecord]]:
+               faces: list[tuple[str, Face]]) -> tuple[Identity, list[FaceRecord], int]:
         """Write rows and vectors together: the index is only kept if the commit succeeds."""
         with self.lock, self.sessions() as session:
             identity = self._target_identity(session, name, identity_id)
@@ -162,7 +168,7 @@ class RecognitionService:
                 self.index.remove(ids)
                 raise
             self.index.save()
-            return identity, records
+            return identity, records, crud.count_faces(session=session, identity_id=identity.id)
 
     def _target_identity(self, session: Session, name: str | None, identity_id: int | None) -> Identity:
         if identity_id is not None:
@@ -185,18 +191,20 @@ class RecognitionService:
                                    parameter="top_k")
         fpr = self.settings.default_fpr if fpr is None else fpr
         threshold = threshold_for_fpr(self.thresholds, fpr)
-        faces, total = self.faces(upload)
+        timings = Timings()
+        faces, total = self.faces(upload, timings)
         if not faces:
-            return IdentifyResult([], threshold, fpr, 0)
-        with self.lock:
-            # An identity may own many faces: search deeper, then keep each identity's best.
-            sims, ids = self.index.search(np.stack([f.embedding for f in faces]), top_k * 8)
-        candidates = self._candidates(sims, ids, top_k)
+            return IdentifyResult([], threshold, fpr, 0, timings=timings)
+        with timings.stage("search"):
+            with self.lock:
+                # An identity may own many faces: search deeper, then keep each identity's best.
+                sims, ids = self.index.search(np.stack([f.embedding for f in faces]), top_k * 8)
+            candidates = self._candidates(sims, ids, top_k)
         identified = [IdentifiedFace(f, c, c[0] if c and c[0].similarity > threshold else None)
                       for f, c in zip(faces, candidates)]
         skipped = [{"reason": f"only the {self.settings.max_faces} highest-scoring faces are processed "
                               "(FACEREC_MAX_FACES)", "count": total - len(faces)}] if total > len(faces) else []
-        return IdentifyResult(identified, threshold, fpr, total, skipped)
+        return IdentifyResult(identified, threshold, fpr, total, skipped, timings)
 
     def _candidates(self, sims: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[Candidate]]:
         valid = sorted({int(i) for i in ids.ravel() if i >= 0})
@@ -237,6 +245,7 @@ class RecognitionService:
             ids = np.array(crud.face_ids(session=session, identity_id=identity_id), np.int64)
             crud.delete_identity(session=session, identity=identity)
             session.commit()
+            crud.purge_journal(session=session)
             # After the commit: if we crash before the save, start-up finds the mismatch and rebuilds.
             self.index.remove(ids)
             self.index.save()
@@ -258,6 +267,6 @@ class RecognitionService:
             return None
         is_query = np.array([o in multi for o in owners])
         points = idrate(vectors[is_query], owners[is_query], vectors[~is_query], REPORT_FPRS)
-        return {"faces": int(len(ids)), "query_faces": int(is_query.sum()),
+        return {"faces": len(ids), "query_faces": int(is_query.sum()),
                 "distractor_faces": int((~is_query).sum()), "identities_with_2_plus_faces": len(multi),
                 "idrate": [vars(p) for p in points]}

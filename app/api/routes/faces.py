@@ -3,46 +3,59 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from app.api.deps import ServiceDep
-from app.api.schemas import (EmbeddedFaceOut, EmbedOut, EnrollOut, ErrorOut, IdentifyOut, detected,
-                             face_record_out, identify_out, identity_out)
+from app.api.deps import ADMIN, READ, ServiceDep
+from app.api.schemas import (
+    EmbeddedFaceOut,
+    EmbedOut,
+    EnrollOut,
+    ErrorOut,
+    IdentifyOut,
+    detected,
+    face_record_out,
+    identify_out,
+    identity_out,
+)
 from app.api.uploads import read_upload
 
 router = APIRouter(tags=["faces"])
-ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
 
 
 # Plain ``def`` routes: FastAPI runs them in its worker threads, so inference never blocks the event loop.
-@router.post("/enroll", response_model=EnrollOut, status_code=201, responses=ERRORS)
+@router.post("/enroll", response_model=EnrollOut, status_code=201, responses=ERRORS, dependencies=[ADMIN])
 def enroll(
     service: ServiceDep,
     images: Annotated[list[UploadFile], File(description="one or more photos, each with exactly one face")],
     name: Annotated[str | None, Form(description="name of a new identity")] = None,
-    identity_id: Annotated[int | None, Form(description="existing identity to add faces to")] = None,
+    identity_id: Annotated[int | None, Form(ge=1, le=2**63 - 1, description="existing identity to add faces to")] = None,
 ) -> EnrollOut:
     """Store one face embedding per photo for a new (``name``) or existing (``identity_id``) identity."""
     uploads = [read_upload(f, service.settings.max_upload_bytes) for f in images]
-    identity, records = service.enroll(name=name, identity_id=identity_id, uploads=uploads)
-    _, faces = service.get_identity(identity.id)
-    return EnrollOut(identity=identity_out(identity, len(faces)), faces=[face_record_out(r) for r in records])
+    identity, records, face_count = service.enroll(name=name, identity_id=identity_id, uploads=uploads)
+    return EnrollOut(identity=identity_out(identity, face_count), faces=[face_record_out(r) for r in records])
 
 
-@router.post("/identify", response_model=IdentifyOut, responses=ERRORS)
+@router.post("/identify", response_model=IdentifyOut, responses=ERRORS, dependencies=[READ])
 def identify(
     service: ServiceDep,
+    response: Response,
     image: Annotated[UploadFile, File(description="a photo with any number of faces")],
     top_k: Annotated[int, Form(description="candidates per face")] = 5,
     fpr: Annotated[float | None, Form(description="false-positive rate the match threshold is set for "
                                                   "(default 1e-3)")] = None,
 ) -> IdentifyOut:
-    """Every face in the photo with its top-k enrolled identities and the match (or null: unknown)."""
+    """Every face in the photo with its top-k enrolled identities and the match (or null: unknown).
+
+    The ``Server-Timing`` header gives the time of each stage: decode, detect, align, embed, search."""
     upload = read_upload(image, service.settings.max_upload_bytes)
-    return identify_out(service.identify(upload=upload, top_k=top_k, fpr=fpr), service.model_version)
+    result = service.identify(upload=upload, top_k=top_k, fpr=fpr)
+    response.headers["Server-Timing"] = result.timings.header()
+    return identify_out(result, service.model_version)
 
 
-@router.post("/embed", response_model=EmbedOut, responses=ERRORS)
+@router.post("/embed", response_model=EmbedOut, responses=ERRORS, dependencies=[READ])
 def embed(
     service: ServiceDep,
     image: Annotated[UploadFile, File(description="a photo with any number of faces")],

@@ -1,22 +1,23 @@
 """Health and metrics."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.api.deps import ServiceDep
-from app.api.schemas import HealthOut
+from app.api.deps import READ, ServiceDep
+from app.api.schemas import ErrorOut, HealthOut
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health", response_model=HealthOut)
-def health(service: ServiceDep) -> HealthOut:
-    """Liveness plus what is loaded: device, model version, gallery size."""
-    return HealthOut(status="ok", device=str(service.pipeline.embedder.device),
-                     model_version=service.model_version, **service.counts())
+def health(service: ServiceDep, request: Request) -> HealthOut:
+    """Liveness plus what is loaded: device, model version, gallery size, whether keys are checked.
+    The only endpoint that needs no API key."""
+    return HealthOut(status="ok", device=str(service.pipeline.embedder.device), model_version=service.model_version,
+                     auth="api_key" if request.app.state.keys.enabled else "disabled", **service.counts())
 
 
-@router.get("/metrics/idrate")
+@router.get("/metrics/idrate", responses={code: {"model": ErrorOut} for code in (401, 403)}, dependencies=[READ])
 def idrate(service: ServiceDep) -> dict:
     """The loaded embedder's measured ID-rate report (from its model card) and, once the gallery has
     two identities with two faces each, the same TPR@FPR measured live over the enrolled faces."""

@@ -1,0 +1,46 @@
+"""What is stored, and that deleting an identity really removes it: no photo is ever written, and
+after a delete neither the index nor the database files hold its vectors; its own photo no longer finds it."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from tests.conftest import make_client
+from tests.test_api_e2e import files
+
+
+def test_no_photo_is_stored_and_delete_leaves_nothing(tmp_path: Path, known: Path):
+    state = tmp_path / "state"
+    obama = sorted((known / "train" / "obama").iterdir())
+    with make_client(state) as client:
+        r = client.post("/enroll", data={"name": "obama"}, files=files(obama))
+        assert r.status_code == 201
+        obama_id = r.json()["identity"]["id"]
+        assert client.post("/enroll", data={"name": "biden"},
+                           files=files([known / "train" / "biden" / "biden.jpg"])).status_code == 201
+        assert sorted(p.name for p in state.iterdir() if not p.name.startswith("facerec.db")) == ["faces.faiss"]
+        stored = b"".join(p.read_bytes() for p in state.iterdir())
+        for photo in obama:  # not even a slice of the photo's bytes is kept
+            data = photo.read_bytes()
+            assert data[1000:1400] not in stored
+
+        with sqlite3.connect(state / "facerec.db") as db:
+            vectors = [v for (v,) in db.execute("SELECT embedding FROM faces WHERE identity_id = ?", (obama_id,))]
+        assert len(vectors) == 2
+
+        assert client.delete(f"/identities/{obama_id}").status_code == 200
+        # Its own photo no longer finds it, at any threshold, in any rank.
+        r = client.post("/identify", files=files([obama[0]], "image"), data={"top_k": 50, "fpr": 1e-1})
+        assert [c["name"] for f in r.json()["faces"] for c in f["candidates"]] == ["biden"]
+
+    index = faiss.read_index(str(state / "faces.faiss"))
+    assert index.ntotal == 1
+    for v in vectors:
+        sims, _ = index.search(np.frombuffer(v, np.float32)[None], 1)
+        assert sims[0, 0] < 0.99
+    for path in state.iterdir():  # database, write-ahead log and index: the deleted vectors' bytes are gone
+        raw = path.read_bytes()
+        assert not any(v in raw for v in vectors), path.name
