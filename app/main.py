@@ -60,7 +60,8 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     sessions = make_session_factory(engine)
     keys = build_keys(settings, sessions)
     device = pick_device(settings.device)
-    pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score), FivePointAligner(),
+    pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score,
+                                          min_face_size=settings.detector_min_face), FivePointAligner(),
                             Embedder(settings.weights, device))
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
     service = RecognitionService(settings, pipeline, sessions)

@@ -88,6 +88,8 @@ def test_enroll_identify_delete_restart(known: Path, data: Path, state: Path):
 def test_identify_reports_candidates_and_threshold(client, known: Path):
     enroll_all(client, known)
     r = client.post("/identify", files=files([known / "test" / "obama1.jpg"], "image"), data={"top_k": 3, "fpr": 1e-2})
+    stages = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert list(stages) == ["decode", "detect", "align", "embed", "search"] and all(float(v) >= 0 for v in stages.values())
     body = r.json()
     face = body["faces"][0]
     assert len(face["candidates"]) == 3

@@ -1,11 +1,12 @@
 """The FAISS index against the SQLite database: add, delete, restart, tamper -> rebuilt."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 
-from app.services.index import VectorIndex, checksum
+from app.services.index import IndexParams, VectorIndex, checksum
 from tests.conftest import make_client
 from tests.test_api_e2e import enroll_all, files, matched_names
 
@@ -24,6 +25,10 @@ def test_checksum_ignores_order_but_not_content():
     assert checksum(ids, vectors) != checksum(ids, tampered)
 
 
+def never_called():
+    raise AssertionError("the index should have been reused, not rebuilt from the database")
+
+
 def test_vector_index_add_remove_search_and_reload(tmp_path: Path):
     index = VectorIndex(8, tmp_path / "i.faiss")
     vectors = unit(5)
@@ -32,10 +37,47 @@ def test_vector_index_add_remove_search_and_reload(tmp_path: Path):
     assert ids[0, 0] == 12 and abs(sims[0, 0] - 1) < 1e-5
     index.remove(np.array([12]))
     assert 12 not in index.search(vectors[2:3], 5)[1]
-    index.save()
+    index.save(generation=7)
     again = VectorIndex(8, tmp_path / "i.faiss")
-    assert again.load_or_rebuild(*index.contents()) is True
-    assert len(again) == 4
+    assert again.load_or_rebuild(7, 4, never_called) is True
+    assert len(again) == 4 and again.checksum() == index.checksum()
+    # Another generation or count in the database: rebuilt from what the database holds.
+    for generation, count in ((8, 4), (7, 5)):
+        third = VectorIndex(8, tmp_path / "i.faiss")
+        assert third.load_or_rebuild(generation, count, lambda: (np.arange(5), vectors)) is False
+        assert len(third) == 5
+
+
+def test_large_gallery_switches_to_hnsw_with_tombstones_and_persistence(tmp_path: Path):
+    params = IndexParams(exact_max=500, ef_search=64)
+    index = VectorIndex(16, tmp_path / "i.faiss", params)
+    vectors = unit(2000, dim=16, seed=1)
+    ids = np.arange(100, 2100)
+    index.rebuild(ids[:400], vectors[:400])
+    assert index.kind == "exact" and not index.needs_rebuild()
+    index.add(ids[400:], vectors[400:])
+    assert index.needs_rebuild()  # 2000 > exact_max
+    index.rebuild(ids, vectors)
+    assert index.kind == "hnsw" and not index.needs_rebuild()
+    sims, found = index.search(vectors[:200], 1)
+    assert np.mean(found[:, 0] == ids[:200]) > 0.97 and np.allclose(sims[found[:, 0] == ids[:200], 0], 1, atol=2e-3)
+    index.remove(ids[:10])  # tombstones: never returned again, and their vectors are zeroed
+    assert len(index) == 1990 and not np.isin(ids[:10], index.search(vectors[:10], 5)[1]).any()
+    assert not index.index.reconstruct(int(ids[0])).any() and index.index.reconstruct(int(ids[10])).any()
+    assert sorted(index.ids()) == list(ids[10:])
+    index.save(generation=3)
+    again = VectorIndex(16, tmp_path / "i.faiss", params)
+    assert again.load_or_rebuild(3, 1990, never_called) and again.kind == "hnsw"
+    assert again.tombstones == set(ids[:10].tolist()) and not np.isin(ids[:10], again.search(vectors[:10], 5)[1]).any()
+    again.remove(ids[10:300])  # past a tenth of the graph: time to rebuild
+    assert again.needs_rebuild()
+    again.rebuild(*again.contents())
+    assert len(again) == 1700 and not again.tombstones and again.index.ntotal == 1700
+    # A removed id handed out again by the database cannot be revived in the graph: rebuild.
+    again.remove(ids[400:401])
+    assert not again.needs_rebuild()
+    again.add(ids[400:401], vectors[400:401])
+    assert again.needs_rebuild()
 
 
 def test_index_agrees_with_database_across_restarts_and_is_rebuilt_when_tampered(tmp_path: Path, known: Path):
@@ -71,15 +113,43 @@ def test_index_agrees_with_database_across_restarts_and_is_rebuilt_when_tampered
     with make_client(state) as client:
         assert len(client.app.state.service.index) == 7
 
+    # A change made to the database behind the service's back moves the generation (triggers).
+    with sqlite3.connect(state / "facerec.db") as db:
+        face_id, blob = db.execute("SELECT id, embedding FROM faces ORDER BY id LIMIT 1").fetchone()
+        changed = -np.frombuffer(blob, np.float32)
+        db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (changed.tobytes(), face_id))
+    with make_client(state) as client:
+        service = client.app.state.service
+        assert not service.index_reused
+        assert service.index.search(changed[None], 1)[1][0, 0] == face_id
+
 
 def test_index_rebuilt_after_a_write_the_index_never_saw(tmp_path: Path, known: Path):
     """A crash between the database commit and the index save leaves a stale index file."""
     state = tmp_path / "state"
     with make_client(state) as client:
         enroll_all(client, known)
-        stale = (state / "faces.faiss").read_bytes()
+        stale = {p: p.read_bytes() for p in state.glob("faces.faiss*")}
         client.post("/enroll", data={"name": "again"}, files=files([known / "train" / "obama" / "obama2.jpg"]))
-    (state / "faces.faiss").write_bytes(stale)
+    for path, raw in stale.items():  # index and header as they were before the last write
+        path.write_bytes(raw)
     with make_client(state) as client:
         assert not client.app.state.service.index_reused
         assert len(client.app.state.service.index) == 10
+
+
+def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_path: Path, known: Path):
+    state = tmp_path / "state"
+    with make_client(state, index_exact_max=4) as client:
+        enroll_all(client, known)  # 9 faces: past exact_max, so the index was rebuilt as HNSW
+        assert client.app.state.service.index.kind == "hnsw"
+        assert set(matched_names(client, known / "test" / "kit_with_rose.jpg")) == {"kit_harington", "rose_leslie"}
+    with make_client(state, index_exact_max=4) as client:
+        service = client.app.state.service
+        assert service.index_reused and service.index.kind == "hnsw" and len(service.index) == 9
+        obama = client.get("/identities").json()[3]
+        assert obama["name"] == "obama" and client.delete(f"/identities/{obama['id']}").status_code == 200
+        assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
+    with make_client(state, index_exact_max=4) as client:  # the tombstones survive a restart
+        assert client.app.state.service.index_reused
+        assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")

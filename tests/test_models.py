@@ -44,3 +44,18 @@ def test_aligner_maps_points_onto_the_template():
     assert crop.shape == (112, 112, 3)
     for x, y in ARCFACE_TEMPLATE:
         assert crop[int(round(y)), int(round(x))].min() > 100
+
+
+def test_flip_tta_in_one_batch_equals_two_forward_passes():
+    from app.config import DEFAULT_WEIGHTS
+    from models.embedder import Embedder
+
+    embedder = Embedder(DEFAULT_WEIGHTS)
+    assert embedder.card.flip_tta
+    crops = [np.random.default_rng(i).integers(0, 255, (112, 112, 3), dtype=np.uint8) for i in range(3)]
+    x = embedder.preprocess(crops)
+    with torch.inference_mode():
+        separate = embedder.model(x).float() + embedder.model(torch.flip(x, dims=[3])).float()
+    expected = torch.nn.functional.normalize(separate, dim=1).numpy()
+    assert np.allclose(embedder.embed(crops), expected, atol=1e-5)
+    assert embedder.embed([]).shape == (0, embedder.dim)

@@ -107,3 +107,15 @@ def test_augment_keeps_shape_and_range_and_identity_when_disabled():
     off = AugmentConfig(flip=0, max_rotate_deg=0, scale=(1.0, 1.0), max_shift=0, brightness=0, contrast=0,
                         grayscale=0, blur=0)
     assert torch.allclose(augment(x.clone(), off, gen), x, atol=1e-5)
+
+
+def test_triplet_training_runs_resumes_and_exports(tiny_tree: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3),
+                          {"loss": "triplet", "loss_kwargs": {"margin": 0.2, "mining": "semihard", "k": 4},
+                           "holdout": 0.25})
+    run = train(cfg, resume=False)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert not (run / "holdout.json").exists()  # no class centres: no closed-set accuracy to report
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    assert Embedder(export(run, tmp_path / "w" / "t.pt", flip_tta=False)).embed([]).shape == (0, 16)

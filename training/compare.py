@@ -32,20 +32,23 @@ LOSS_KWARGS = {
     "sphereface": {"s": 32.0, "m1": 1.35},
     "elasticarc": {"s": 32.0, "m": 0.5, "sigma": 0.05},
     "subcenter_arcface": {"s": 32.0, "m": 0.5, "subcenters": 3},
+    "triplet": {"margin": 0.2, "mining": "semihard", "k": 4},
 }
 LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}
 
 
-def run_one(base: str | None, sets: list[str], loss: str, out: Path) -> dict:
-    name = f"cmp_{loss}"
+def run_one(base: str | None, sets: list[str], loss: str, out: Path, fraction: float = 1.0) -> dict:
+    """Train (or reuse), export and evaluate one loss; ``fraction`` < 1 keeps that share of identities."""
+    name = f"cmp_{loss}" if fraction == 1.0 else f"cmp_{loss}_ids{round(100 * fraction)}"
     kwargs = json.dumps(LOSS_KWARGS[loss])
-    cfg = load_config(base, sets + [f"name={name}", f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}"])
+    cfg = load_config(base, sets + [f"name={name}", f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}",
+                                    f"identity_fraction={fraction}"])
     run = cfg.run_dir()
     done = (run / "checkpoint.pt").exists() and torch.load(run / "checkpoint.pt", weights_only=False)["step"] >= cfg.steps
     if not done:
         train(cfg, resume=(run / "checkpoint.pt").exists())
     weights = export(run, run / "export" / f"{name}.pt", flip_tta=False)
-    result = run_evaluation(weights, out / loss)
+    result = run_evaluation(weights, out / name.removeprefix("cmp_"))
     result["training"] = training_summary(run)
     holdout = run / "holdout.json"
     result["holdout_accuracy"] = json.loads(holdout.read_text())["accuracy"] if holdout.exists() else None
@@ -73,11 +76,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="base TrainConfig YAML shared by every loss")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--losses", nargs="+", default=["softmax", "arcface", "cosface"], choices=sorted(LOSS_KWARGS))
+    parser.add_argument("--identity-fractions", type=float, nargs="+", default=None,
+                        help="learning curve: train the (single) loss on these shares of the identities, same steps")
     parser.add_argument("--out", type=Path, default=Path("reports/losses"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {loss: run_one(args.config, args.set, loss, args.out) for loss in args.losses}
+    if args.identity_fractions:
+        if len(args.losses) != 1:
+            parser.error("a learning curve takes exactly one --losses entry")
+        loss = args.losses[0]
+        results = {f"{loss} {round(100 * f)}% ids": run_one(args.config, args.set, loss, args.out, f)
+                   for f in args.identity_fractions}
+    else:
+        results = {loss: run_one(args.config, args.set, loss, args.out) for loss in args.losses}
     plots.roc_plots(args.out, {loss: r["roc"] for loss, r in results.items()})
     command = "python -m training.compare " + " ".join(argv or sys.argv[1:])
     write_table(args.out, results, command)

@@ -26,6 +26,7 @@ from models import create_model
 from training.config import TrainConfig, config_from_dict, load_config
 from training.data import BatchSampler, augment, list_identity_folders, load_face_folder, normalise
 from training.heads import create_head
+from training.triplet import PKSampler, triplet_loss
 
 log = logging.getLogger("training.train")
 
@@ -51,7 +52,10 @@ def build(cfg: TrainConfig, num_classes: int, device: torch.device):
                             dropout=cfg.dropout).to(device)
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    head = create_head(cfg.loss, cfg.embedding_dim, num_classes, **cfg.loss_kwargs).to(device)
+    # Triplet loss has no class centres; a plain head is still built so checkpoints keep one shape
+    # (its centres get no gradient and are not used).
+    head_loss, head_kwargs = ("softmax", {}) if cfg.loss == "triplet" else (cfg.loss, cfg.loss_kwargs)
+    head = create_head(head_loss, cfg.embedding_dim, num_classes, **head_kwargs).to(device)
     # No weight decay on BN/PReLU parameters and biases: it only hurts them.
     decay = [p for p in backbone.parameters() if p.ndim > 1]
     no_decay = [p for p in backbone.parameters() if p.ndim <= 1]
@@ -125,7 +129,12 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     log.info("%d images of %d identities, device %s", len(labels), data.num_classes, device)
 
     backbone, head, optimiser = build(cfg, data.num_classes, device)
-    sampler = BatchSampler(data.labels[train_idx], cfg.batch_size, cfg.balance_power, cfg.seed)
+    triplet = cfg.loss == "triplet"
+    if triplet:  # P identities x K images per batch; every (anchor, positive) pair gets a mined negative
+        k = int(cfg.loss_kwargs.get("k", 4))
+        sampler = PKSampler(data.labels[train_idx], cfg.batch_size // k, k, cfg.seed)
+    else:
+        sampler = BatchSampler(data.labels[train_idx], cfg.batch_size, cfg.balance_power, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     start = 0
     if resume:
@@ -161,9 +170,15 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             emb = backbone(x)
-        # Accuracy is read from these cosines, before the step moves the centres towards this batch.
-        cos = head.cosines(emb.float())
-        loss = F.cross_entropy(head.margin(cos, y), y)
+        if triplet:
+            # "accuracy" for triplets: the share of triplets already satisfied (loss 0).
+            loss, active = triplet_loss(emb.float(), y, float(cfg.loss_kwargs.get("margin", 0.2)),
+                                        cfg.loss_kwargs.get("mining", "semihard"))
+            cos = None
+        else:
+            # Accuracy is read from these cosines, before the step moves the centres towards this batch.
+            cos = head.cosines(emb.float())
+            loss = F.cross_entropy(head.margin(cos, y), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
@@ -172,7 +187,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
         seen += len(y)
         loss_sum += loss.item() * len(y)
-        correct += (cos.detach().argmax(1) == y).sum().item()
+        correct += (1.0 - active) * len(y) if triplet else (cos.detach().argmax(1) == y).sum().item()
         done = step + 1
         if done % 20 == 0 or done == cfg.steps:
             ips = seen / (time.perf_counter() - t0)
@@ -185,7 +200,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         if done % steps_per_epoch == 0 or done == cfg.steps:
             save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen)
     log_file.close()
-    if len(held_idx):
+    if len(held_idx) and not triplet:  # no class centres, no closed-set classifier
         acc = classification_accuracy(backbone, head, data.images[held_idx], data.labels[held_idx], cfg, device)
         (run / "holdout.json").write_text(json.dumps({"images": int(len(held_idx)), "accuracy": acc}))
         log.info("held-out classification accuracy %.4f on %d images", acc, len(held_idx))

@@ -5,7 +5,7 @@ import numpy as np
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, FaceRecord, Identity, utcnow
+from app.db.models import ApiKey, FaceRecord, GalleryState, Identity, utcnow
 
 
 def get_identity(*, session: Session, identity_id: int) -> Identity | None:
@@ -74,6 +74,15 @@ def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.nd
     owners = np.array([r[1] for r in rows], np.int64)
     vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
     return ids, owners, vectors
+
+
+def generation(*, session: Session) -> int:
+    """The gallery's change counter (moved by triggers on the faces table, in the same transaction)."""
+    return session.scalar(select(GalleryState.generation).where(GalleryState.id == 1)) or 0
+
+
+def count_faces_of_version(*, session: Session, model_version: str) -> int:
+    return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.model_version == model_version)) or 0
 
 
 def count_faces_of_other_versions(*, session: Session, model_version: str) -> int:

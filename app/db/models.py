@@ -71,3 +71,12 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16), doc="the key's first characters, to tell keys apart")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, default=None)
+
+
+class GalleryState(Base):
+    """One row: ``generation`` is bumped by database triggers on every change to ``faces``."""
+
+    __tablename__ = "gallery_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)

@@ -1,13 +1,31 @@
 """The vector index: FAISS inner-product search over unit vectors, ids = face row primary keys.
 
-The database is the source of truth; the index file is a cache of it, checked at start-up by
-count and checksum and rebuilt when they disagree (or when the file is missing or unreadable).
+The database is the source of truth; the index file is a cache of it. Which FAISS index is used
+depends on the gallery's size (chosen by measurement, ``bench/index_scale.py``):
+
+- up to ``exact_max`` vectors: exact search (``IndexFlatIP`` with an id map);
+- beyond: an HNSW graph over fp16 vectors (``IndexHNSWSQ``, QT_fp16, ``M`` links per node,
+  ``ef_search`` candidates per query). fp16 keeps similarities exact to ~1e-3 at half the memory of
+  float32. An inverted file (IVF) was measured too and needed ~10% of its lists probed for 0.97
+  recall@1 on realistically structured embeddings, so it loses to HNSW at every size.
+  FAISS's HNSW cannot remove nodes: a removed id's stored vector is zeroed at once (the embedding
+  is gone), the id becomes a tombstone excluded from every search by an id selector, and the graph
+  is rebuilt once tombstones pass a tenth of it.
+
+Saving writes the index and then a small JSON header beside it (``<index>.json``: database
+generation, vector count, kind, tombstones, CRC-32 of the index file), each atomically. At start-up the index
+is reused only if the header's generation and count equal the database's and the CRC matches the
+file; otherwise it is rebuilt from the database. A crash between the two renames leaves a header
+whose CRC does not match: rebuilt, never wrongly reused.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -18,30 +36,111 @@ log = logging.getLogger(__name__)
 
 def checksum(ids: np.ndarray, vectors: np.ndarray) -> str:
     """SHA-256 of the (id, vector) pairs sorted by id: equal for the same content in any order."""
+    import hashlib
+
     order = np.argsort(ids, kind="stable")
     h = hashlib.sha256(np.ascontiguousarray(ids[order], np.int64).tobytes())
     h.update(np.ascontiguousarray(vectors[order], np.float32).tobytes())
     return h.hexdigest()
 
 
-class VectorIndex:
-    """Exact inner-product search with explicit ids, persisted atomically to ``path``."""
+def file_crc32(path: Path, chunk: int = 1 << 24) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            crc = zlib.crc32(block, crc)
+    return crc
 
-    def __init__(self, dim: int, path: Path) -> None:
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, fsync, rename over ``path``: a crash leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How the index is chosen and searched (defaults measured by ``bench/index_scale.py``)."""
+
+    exact_max: int = 20_000
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 128
+
+
+class VectorIndex:
+    """Top-k inner-product search with explicit ids, persisted atomically to ``path``."""
+
+    def __init__(self, dim: int, path: Path, params: IndexParams | None = None) -> None:
         self.dim = dim
         self.path = Path(path)
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.params = params or IndexParams()
+        self.index = self._exact()
+        self.tombstones: set[int] = set()  # removed ids still in an HNSW graph
+        self.revived = False  # a tombstoned id was added again: only a rebuild can serve it right
 
+    # -- kinds -------------------------------------------------------------------------------
+    def _exact(self) -> faiss.Index:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def _hnsw(self) -> faiss.Index:
+        graph = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.params.hnsw_m,
+                                  faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.params.ef_construction
+        graph.hnsw.efSearch = self.params.ef_search
+        return faiss.IndexIDMap2(graph)
+
+    @property
+    def kind(self) -> str:
+        return "hnsw" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexHNSW) else "exact"
+
+    def wanted_kind(self, n: int) -> str:
+        return "hnsw" if n > self.params.exact_max else "exact"
+
+    def needs_rebuild(self) -> bool:
+        """The gallery changed kind (exact past ``exact_max``; HNSW below half of it), or a tenth of
+        the graph is tombstones."""
+        n = len(self)
+        if self.kind == "exact":
+            return n > self.params.exact_max
+        return (n <= self.params.exact_max // 2 or len(self.tombstones) > 0.1 * self.index.ntotal
+                or self.revived)
+
+    def set_ef_search(self, ef: int) -> None:
+        if self.kind == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = ef
+
+    # -- contents ----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self.index.ntotal
+        return self.index.ntotal - len(self.tombstones)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(ids, np.int64))
+        if not len(ids):
+            return
+        ids = np.asarray(ids, np.int64)
+        if self.tombstones.intersection(ids.tolist()):
+            # SQLite may hand out a removed row's id again; the graph still holds the old vector under
+            # it, so the id cannot be revived in place: the caller must rebuild (see needs_rebuild).
+            self.revived = True
+        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
 
     def remove(self, ids: np.ndarray) -> None:
-        if len(ids):
+        if not len(ids):
+            return
+        if self.kind == "exact":
             self.index.remove_ids(np.asarray(ids, np.int64))
+            return
+        self.tombstones.update(int(i) for i in ids)
+        # The graph keeps a node per tombstone, but not the person's vector: its stored code is
+        # zeroed, so a deleted face's embedding is gone from memory and from the saved file at once.
+        storage = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
+        codes = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
+        size = storage.code_size
+        for row in np.flatnonzero(np.isin(faiss.vector_to_array(self.index.id_map), np.asarray(ids, np.int64))):
+            codes[row * size:(row + 1) * size] = 0
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (similarities, ids) per query row; ids are -1 past the index's size."""
@@ -49,51 +148,83 @@ class VectorIndex:
         if len(self) == 0:
             n = len(vectors)
             return np.full((n, 1), -np.inf, np.float32), np.full((n, 1), -1, np.int64)
-        return self.index.search(np.ascontiguousarray(vectors, np.float32), k)
+        queries = np.ascontiguousarray(vectors, np.float32)
+        if self.tombstones:
+            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+            params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorNot(dead),
+                                                efSearch=faiss.downcast_index(self.index.index).hnsw.efSearch)
+            return self.index.search(queries, k, params=params)
+        return self.index.search(queries, k)
+
+    def ids(self) -> np.ndarray:
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return ids[~np.isin(ids, list(self.tombstones))] if self.tombstones else ids
 
     def contents(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) held by the index, in insertion order."""
-        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        vectors = self.index.index.reconstruct_n(0, len(self)) if len(self) else np.zeros((0, self.dim), np.float32)
-        return ids, vectors
+        """(ids, vectors) held by the index (fp16-rounded vectors in an HNSW graph)."""
+        ids = self.ids()
+        if not len(ids):
+            return ids, np.zeros((0, self.dim), np.float32)
+        return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
 
     def checksum(self) -> str:
         return checksum(*self.contents())
 
-    def save(self) -> None:
-        """Write to a temporary file, fsync, then rename: a crash leaves the old file or the new one."""
+    # -- persistence -------------------------------------------------------------------------
+    @property
+    def header_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".json")
+
+    def save(self, generation: int) -> None:
+        """Write the index, then its header (generation, count, CRC), each atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        faiss.write_index(self.index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(self.path)
+        _atomic_write(self.path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        header = {"generation": int(generation), "count": len(self), "kind": self.kind, "dim": self.dim,
+                  "tombstones": sorted(self.tombstones), "crc32": file_crc32(self.path)}
+        _atomic_write(self.header_path, lambda tmp: tmp.write_text(json.dumps(header)))
 
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        """A fresh index of the kind the size calls for, holding exactly ``(ids, vectors)``."""
+        self.index = self._hnsw() if self.wanted_kind(len(ids)) == "hnsw" else self._exact()
+        self.tombstones, self.revived = set(), False
         self.add(ids, vectors)
-        self.save()
 
-    def load_or_rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
-        """Load the saved index if it matches ``(ids, vectors)`` from the database, else rebuild it.
+    def load_or_rebuild(self, generation: int, count: int,
+                        fetch: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
+        """Reuse the saved index if its header matches the database's ``generation`` and ``count`` and
+        its CRC the file; else rebuild from ``fetch()`` (the database's ids and vectors) and save.
 
         Returns:
             True when the saved index was reused, False when it was rebuilt.
         """
-        expected = checksum(ids, vectors)
-        if self.path.exists():
-            try:
-                loaded = faiss.read_index(str(self.path))
-                if loaded.d == self.dim and isinstance(loaded, faiss.IndexIDMap2):
-                    self.index = loaded
-                    if len(self) == len(ids) and self.checksum() == expected:
-                        log.info("index %s matches the database (%d vectors)", self.path, len(ids))
-                        return True
-                log.warning("index %s disagrees with the database (%d vs %d vectors or checksum); rebuilding",
-                            self.path, len(self), len(ids))
-            except RuntimeError as exc:
-                log.warning("index %s is unreadable (%s); rebuilding from the database", self.path, exc)
-        else:
-            log.info("no index at %s; building it from the database (%d vectors)", self.path, len(ids))
+        reason = self._try_load(generation, count)
+        if reason is None:
+            log.info("index %s matches the database (generation %d, %d vectors, %s)", self.path, generation,
+                     count, self.kind)
+            return True
+        log.warning("rebuilding the index from the database (%d vectors): %s", count, reason)
+        ids, vectors = fetch()
         self.rebuild(ids, vectors)
+        self.save(generation)
         return False
+
+    def _try_load(self, generation: int, count: int) -> str | None:
+        """``None`` if the saved index was loaded and matches, else why not."""
+        if not self.path.exists() or not self.header_path.exists():
+            return f"no saved index at {self.path}"
+        try:
+            header = json.loads(self.header_path.read_text())
+            if (header.get("generation"), header.get("count"), header.get("dim")) != (generation, count, self.dim):
+                return (f"saved index is of generation {header.get('generation')} with {header.get('count')} "
+                        f"vectors; the database is at generation {generation} with {count}")
+            if file_crc32(self.path) != header.get("crc32"):
+                return "saved index file does not match its checksum (corrupt, or a save was interrupted)"
+            loaded = faiss.read_index(str(self.path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            return f"saved index is unreadable ({exc})"
+        tombstones = set(header.get("tombstones", []))
+        if loaded.d != self.dim or loaded.ntotal - len(tombstones) != count:
+            return "saved index has the wrong dimension or size"
+        self.index, self.tombstones = loaded, tombstones
+        self.set_ef_search(self.params.ef_search)
+        return None

@@ -79,7 +79,7 @@ class RecognitionService:
         if not self.thresholds:
             raise ValueError(f"model card of {settings.weights} has no calibrated thresholds; "
                              "run training.evaluate --update-card on it")
-        self.index = VectorIndex(pipeline.embedder.dim, settings.index_path)
+        self.index = VectorIndex(pipeline.embedder.dim, settings.index_path, settings.index_params)
         # One lock orders every index access: FAISS is not safe for a search during an add/remove,
         # and writes must change the database and the index together.
         self.lock = threading.Lock()
@@ -87,17 +87,34 @@ class RecognitionService:
 
     # -- start-up ---------------------------------------------------------------------------
     def sync_index(self) -> bool:
-        """Check the saved index against the database; rebuild it if they disagree."""
+        """Reuse the saved index if it reflects the database's current generation, else rebuild it.
+
+        The check reads two numbers from the database, not its embeddings, so a large gallery
+        restarts in seconds; the embeddings are read only when a rebuild is needed."""
         with self.sessions() as session:
-            ids, _, vectors = crud.embeddings(session=session, model_version=self.model_version,
-                                              dim=self.pipeline.embedder.dim)
+            generation = crud.generation(session=session)
+            count = crud.count_faces_of_version(session=session, model_version=self.model_version)
             stale = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
         if stale:
             log.warning("%d enrolled faces were made by another model version and are not searchable; "
                         "re-enroll them for %s", stale, self.model_version)
         with self.lock:
-            self.index_reused = self.index.load_or_rebuild(ids, vectors)
+            self.index_reused = self.index.load_or_rebuild(generation, count, self._database_vectors)
         return self.index_reused
+
+    def _database_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        with self.sessions() as session:
+            ids, _, vectors = crud.embeddings(session=session, model_version=self.model_version,
+                                              dim=self.pipeline.embedder.dim)
+        return ids, vectors
+
+    def _save_index(self, generation: int) -> None:
+        """Persist the index (called with the lock held, after the commit); rebuild it first if the
+        gallery changed kind (exact <-> HNSW) or the graph carries too many tombstones."""
+        if self.index.needs_rebuild():
+            log.info("gallery of %d vectors outgrew its %s index; rebuilding", len(self.index), self.index.kind)
+            self.index.rebuild(*self._database_vectors())
+        self.index.save(generation)
 
     # -- inference helpers --------------------------------------------------------------------
     def decode(self, upload: Upload) -> np.ndarray:
@@ -156,6 +173,7 @@ class RecognitionService:
                                      model_version=self.model_version, box=[float(v) for v in f.box],
                                      det_score=f.score, source=filename[:255]) for filename, f in faces]
             ids = np.array([r.id for r in records], np.int64)
+            generation = crud.generation(session=session)  # inside the transaction: exactly this write's
             self.index.add(ids, np.stack([f.embedding for _, f in faces]))
             try:
                 session.commit()
@@ -167,7 +185,7 @@ class RecognitionService:
             except BaseException:
                 self.index.remove(ids)
                 raise
-            self.index.save()
+            self._save_index(generation)
             return identity, records, crud.count_faces(session=session, identity_id=identity.id)
 
     def _target_identity(self, session: Session, name: str | None, identity_id: int | None) -> Identity:
@@ -244,11 +262,12 @@ class RecognitionService:
                                       identity_id=identity_id)
             ids = np.array(crud.face_ids(session=session, identity_id=identity_id), np.int64)
             crud.delete_identity(session=session, identity=identity)
+            generation = crud.generation(session=session)
             session.commit()
             crud.purge_journal(session=session)
             # After the commit: if we crash before the save, start-up finds the mismatch and rebuilds.
             self.index.remove(ids)
-            self.index.save()
+            self._save_index(generation)
             return len(ids)
 
     def counts(self) -> dict:

@@ -1,0 +1,109 @@
+"""Cold start with a large gallery: time from launching the server to the first answered /identify.
+
+    python bench/cold_start.py --faces 1000000 --out bench/results/cold_start.json
+
+Fills a fresh state dir's SQLite database with ``--faces`` synthetic identities (one face each,
+vectors with the structure of real embeddings, see ``bench/index_scale.py``) plus the five known
+people enrolled through the API, lets a first start build and save the index, and then restarts the
+server ``--restarts`` times, timing process launch -> first /identify answered. The restarts reuse the
+saved index: the check is the database's generation and count against the index header, and a CRC
+of the index file; no embedding is read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.config import DEFAULT_WEIGHTS  # noqa: E402
+from app.db.session import make_engine, upgrade_database  # noqa: E402
+from bench.index_scale import GalleryModel, real_embeddings  # noqa: E402
+from models.embedder import ModelCard  # noqa: E402
+from tests.live import LiveServer  # noqa: E402
+from training.config import data_root  # noqa: E402
+
+log = logging.getLogger("bench.cold_start")
+
+
+def fill(state: Path, n: int, model: GalleryModel, version: str) -> None:
+    """``n`` synthetic identities with one face each, written straight into the database."""
+    state.mkdir(parents=True, exist_ok=True)
+    upgrade_database(make_engine(f"sqlite:///{state / 'facerec.db'}"))
+    rng = np.random.default_rng(0)
+    now = "2026-11-30 00:00:00.000000"
+    with sqlite3.connect(state / "facerec.db") as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for start in range(0, n, 100_000):
+            m = min(100_000, n - start)
+            gallery, _ = model.sample(m, rng)
+            db.executemany("INSERT INTO identities (id, name, created_at) VALUES (?, ?, ?)",
+                           ((start + i + 1, f"synthetic-{start + i + 1}", now) for i in range(m)))
+            db.executemany(
+                "INSERT INTO faces (id, identity_id, model_version, embedding, box, det_score, source, created_at) "
+                "VALUES (?, ?, ?, ?, '[0,0,1,1]', 1.0, 'synthetic', ?)",
+                ((start + i + 1, start + i + 1, version, gallery[i].tobytes(), now) for i in range(m)))
+            log.info("filled %d / %d", start + m, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data_root())
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_start.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    known = args.data / "photos" / "known_people" / "knn_examples"
+    probe = known / "test" / "obama1.jpg"
+    version = ModelCard.load(DEFAULT_WEIGHTS.with_suffix(".json")).version
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        t0 = time.perf_counter()
+        fill(state, args.faces, GalleryModel(*real_embeddings(args.data, DEFAULT_WEIGHTS)), version)
+        fill_s = time.perf_counter() - t0
+        server = LiveServer(state, Path(tmp) / "server.log")
+        t0 = time.perf_counter()
+        server.start(timeout=3600)  # the first start builds the index from the database
+        first_start_s = time.perf_counter() - t0
+        with server.client() as client:
+            for person in sorted((known / "train").iterdir()):
+                files = [("images", (p.name, p.read_bytes())) for p in sorted(person.iterdir())]
+                client.post("/enroll", data={"name": person.name}, files=files).raise_for_status()
+            kind = client.get("/health").json()
+        server.stop()
+        timings, answers = [], []
+        for _ in range(args.restarts):
+            server = LiveServer(state, Path(tmp) / "server.log")
+            t0 = time.perf_counter()
+            server.start(timeout=600)
+            with server.client() as client:
+                r = client.post("/identify", files={"image": (probe.name, probe.read_bytes())})
+                r.raise_for_status()
+            timings.append(time.perf_counter() - t0)
+            answers.append([f["match"]["name"] if f["match"] else None for f in r.json()["faces"]])
+            server.stop()
+            log.info("restart: first /identify answered after %.2f s (%s)", timings[-1], answers[-1])
+        reused = "matches the database" in (Path(tmp) / "server.log").read_text()
+    result = {"faces": args.faces + 9, "fill_s": round(fill_s, 1), "first_start_with_build_s": round(first_start_s, 1),
+              "health": kind, "cold_start_to_first_identify_s": [round(t, 2) for t in timings],
+              "median_s": round(statistics.median(timings), 2), "index_reused": reused, "answers": answers,
+              "command": "python bench/cold_start.py " + " ".join(sys.argv[1:])}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    log.info("%s", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""How fast the service is, end to end over HTTP, against two established pipelines on the same photos.
+
+    python bench/pipeline_speed.py --out bench/results/pipeline_speed.json
+
+- ``/identify`` for a 640x480 photo with one face and for a group photo: p50 / p95, and the median of
+  each stage from the ``Server-Timing`` header (decode, detect, align, embed, search);
+- enrolment throughput (photos per second, one new identity per photo, one client);
+- concurrent ``/identify`` throughput with 1, 4 and 16 clients;
+- dlib and OpenCV YuNet + SFace (``bench/peers.py``) on the same decoded photos, in-process, in the
+  same run; ratios are peer time / our time (above 1: we are faster). Peers skip HTTP and decoding,
+  so the ratios against our end-to-end time are conservative; ratios against our in-process pipeline
+  (sum of detect + align + embed) are also given.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.soak_identify import jpeg_640x480  # noqa: E402
+from tests.live import LiveServer  # noqa: E402
+from training.config import data_root  # noqa: E402
+
+log = logging.getLogger("bench.speed")
+
+
+def stats(ms: list[float]) -> dict:
+    return {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1), "n": len(ms)}
+
+
+def server_timing(header: str) -> dict[str, float]:
+    return {part.split(";dur=")[0].strip(): float(part.split(";dur=")[1]) for part in header.split(",") if part}
+
+
+def time_identify(client, photo: tuple[str, bytes], repeats: int) -> dict:
+    client.post("/identify", files={"image": photo}).raise_for_status()  # warm-up
+    total, stages = [], {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = client.post("/identify", files={"image": photo})
+        total.append(1000 * (time.perf_counter() - t0))
+        r.raise_for_status()
+        for k, v in server_timing(r.headers["server-timing"]).items():
+            stages.setdefault(k, []).append(v)
+    out = stats(total)
+    out["faces"] = len(r.json()["faces"])
+    out["stages_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in stages.items()}
+    out["pipeline_p50_ms"] = round(sum(out["stages_p50_ms"].get(k, 0) for k in ("detect", "align", "embed")), 1)
+    return out
+
+
+def time_peer(peer, rgb: np.ndarray, repeats: int) -> dict:
+    peer(rgb)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        faces = peer(rgb)
+        times.append(1000 * (time.perf_counter() - t0))
+    return {**stats(times), "faces": len(faces)}
+
+
+def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
+    def worker(n: int) -> int:
+        with server.client() as c:
+            for _ in range(n):
+                c.post("/identify", files={"image": photo}).raise_for_status()
+        return n
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(worker, [requests // clients] * clients))
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": done, "requests_per_s": round(done / wall, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data_root())
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--enroll-photos", type=int, default=40)
+    parser.add_argument("--throughput-requests", type=int, default=64)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_speed.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    known = args.data / "photos" / "known_people" / "knn_examples"
+    photos = {"640x480_one_face": ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg")),
+              "group_2000x1428_three_faces": ("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes())}
+    enroll_photos = [(p.name, p.read_bytes()) for p in sorted((known / "train").glob("*/*"))]
+    result = {"cpus": os.cpu_count(), "command": "python bench/pipeline_speed.py " + " ".join(sys.argv[1:]),
+              "identify": {}, "peers": {}}
+    with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "state", Path(tmp) / "server.log") as server:
+        with server.client() as client:
+            t0 = time.perf_counter()
+            for i in range(args.enroll_photos):
+                name, body = enroll_photos[i % len(enroll_photos)]
+                client.post("/enroll", data={"name": f"person-{i}"}, files={"images": (name, body)}).raise_for_status()
+            result["enroll_photos_per_s"] = round(args.enroll_photos / (time.perf_counter() - t0), 2)
+            log.info("enrol: %.1f photos/s", result["enroll_photos_per_s"])
+            for key, photo in photos.items():
+                result["identify"][key] = time_identify(client, photo, args.repeats)
+                log.info("%s: %s", key, result["identify"][key])
+        result["throughput"] = [throughput(server, photos["640x480_one_face"], c, args.throughput_requests)
+                                for c in (1, 4, 16)]
+        log.info("throughput: %s", result["throughput"])
+    if not args.no_peers:
+        from bench.peers import DlibPipeline, YuNetSFacePipeline
+
+        for peer in (DlibPipeline(), YuNetSFacePipeline()):
+            result["peers"][peer.name] = {}
+            for key, (_, body) in photos.items():
+                rgb = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+                t = time_peer(peer, rgb, args.repeats)
+                ours = result["identify"][key]
+                t["ratio_vs_our_http_p50"] = round(t["p50_ms"] / ours["p50_ms"], 2)
+                t["ratio_vs_our_pipeline_p50"] = round(t["p50_ms"] / ours["pipeline_p50_ms"], 2)
+                result["peers"][peer.name][key] = t
+                log.info("%s %s: %s", peer.name, key, t)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
