@@ -66,6 +66,7 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
     service = RecognitionService(settings, pipeline, sessions)
     service.sync_index()
+    service.start_saver()
     return service, keys
 
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.service, app.state.keys = build_service(settings)
         yield
+        app.state.service.close()
 
     app = FastAPI(title="facerec", version="0.1.0", lifespan=lifespan,
                   description="Self-hosted face recognition: enrol people, identify faces in photos.")

@@ -1,7 +1,10 @@
 """The FAISS index against the SQLite database: add, delete, restart, tamper -> rebuilt."""
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,16 +143,33 @@ def test_index_rebuilt_after_a_write_the_index_never_saw(tmp_path: Path, known: 
 
 def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_path: Path, known: Path):
     state = tmp_path / "state"
-    with make_client(state, index_exact_max=4) as client:
+    with make_client(state, index_exact_max=4, index_save_interval_s=3600) as client:
         enroll_all(client, known)  # 9 faces: past exact_max, so the index was rebuilt as HNSW
         assert client.app.state.service.index.kind == "hnsw"
         assert set(matched_names(client, known / "test" / "kit_with_rose.jpg")) == {"kit_harington", "rose_leslie"}
+        # A large index is saved by the background saver or at shutdown, not on every write: a crash
+        # now (a copy of the files as they are) must lead to a rebuild that loses nothing.
+        with sqlite3.connect(state / "facerec.db") as db:
+            (generation,) = db.execute("SELECT generation FROM gallery_state").fetchone()
+        assert json.loads((state / "faces.faiss.json").read_text())["generation"] < generation
+        crashed = tmp_path / "crashed"
+        shutil.copytree(state, crashed)
+    with make_client(crashed, index_exact_max=4) as client:
+        assert not client.app.state.service.index_reused and len(client.app.state.service.index) == 9
     with make_client(state, index_exact_max=4) as client:
         service = client.app.state.service
         assert service.index_reused and service.index.kind == "hnsw" and len(service.index) == 9
         obama = client.get("/identities").json()[3]
         assert obama["name"] == "obama" and client.delete(f"/identities/{obama['id']}").status_code == 200
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
-    with make_client(state, index_exact_max=4) as client:  # the tombstones survive a restart
+    with make_client(state, index_exact_max=4, index_save_interval_s=0.2) as client:  # tombstones survive
         assert client.app.state.service.index_reused
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
+        r = client.post("/enroll", data={"name": "obama"}, files=files([known / "train" / "obama" / "obama.jpg"]))
+        assert r.status_code == 201
+        deadline = time.monotonic() + 30
+        while client.app.state.service._unsaved is not None and time.monotonic() < deadline:
+            time.sleep(0.1)  # the background saver picks the change up within its interval
+        with sqlite3.connect(state / "facerec.db") as db:
+            (generation,) = db.execute("SELECT generation FROM gallery_state").fetchone()
+        assert json.loads((state / "faces.faiss.json").read_text())["generation"] == generation

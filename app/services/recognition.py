@@ -84,6 +84,9 @@ class RecognitionService:
         # and writes must change the database and the index together.
         self.lock = threading.Lock()
         self.index_reused = False  # set by sync_index: whether the saved index matched the database
+        self._unsaved: int | None = None  # generation of index changes not yet saved (large index)
+        self._stop = threading.Event()
+        self._saver: threading.Thread | None = None
 
     # -- start-up ---------------------------------------------------------------------------
     def sync_index(self) -> bool:
@@ -109,12 +112,46 @@ class RecognitionService:
         return ids, vectors
 
     def _save_index(self, generation: int) -> None:
-        """Persist the index (called with the lock held, after the commit); rebuild it first if the
-        gallery changed kind (exact <-> HNSW) or the graph carries too many tombstones."""
+        """After a commit (lock held): rebuild the index if the gallery changed kind (exact <-> HNSW)
+        or the graph carries too many tombstones, then persist it.
+
+        A small (exact) index is saved at once. A large one (a 1M-face file is over a gigabyte) is
+        saved by the background saver within ``index_save_interval_s`` and at shutdown; a crash in
+        between costs a rebuild from the database at the next start, never a lost or wrong answer
+        (the header's generation no longer matches)."""
         if self.index.needs_rebuild():
             log.info("gallery of %d vectors outgrew its %s index; rebuilding", len(self.index), self.index.kind)
             self.index.rebuild(*self._database_vectors())
-        self.index.save(generation)
+        if self.index.kind == "exact":
+            self.index.save(generation)
+            self._unsaved = None
+        else:
+            self._unsaved = generation
+
+    def flush_index(self) -> bool:
+        """Save the index if writes are pending; True if it saved. Called by the saver and at shutdown."""
+        with self.lock:
+            if self._unsaved is None:
+                return False
+            self.index.save(self._unsaved)
+            self._unsaved = None
+            return True
+
+    def start_saver(self) -> None:
+        """A daemon thread that saves a large index at most every ``index_save_interval_s``."""
+        def run() -> None:
+            while not self._stop.wait(self.settings.index_save_interval_s):
+                self.flush_index()
+
+        self._saver = threading.Thread(target=run, name="index-saver", daemon=True)
+        self._saver.start()
+
+    def close(self) -> None:
+        """Stop the saver and save pending index changes (graceful shutdown)."""
+        self._stop.set()
+        if self._saver is not None:
+            self._saver.join()
+        self.flush_index()
 
     # -- inference helpers --------------------------------------------------------------------
     def decode(self, upload: Upload) -> np.ndarray:
