@@ -39,3 +39,47 @@ def test_nme_known_values():
 def test_cumulative_error_curve():
     grid, share = cumulative_error(np.array([1.0, 2.0, 3.0, 20.0]), max_error=10, num=11)
     assert grid[1] == 1.0 and share[0] == 0.0 and share[1] == 0.25 and share[3] == 0.75 and share[-1] == 0.75
+
+
+def test_crop_round_trip_and_flip_keep_points_on_the_same_pixels():
+    import cv2
+
+    from models.landmarker import apply_affine, crop_matrix, invert_affine
+    from training.landmark_data import make_crop
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((200, 240, 3), np.uint8)
+    points = rng.uniform(60, 160, (68, 2)).astype(np.float32)
+    for x, y in points.astype(int):
+        image[y, x] = 255
+    box = np.array([50, 50, 170, 170], np.float32)
+    m = crop_matrix(box, 96, 1.3, angle_deg=15, shift=(0.05, -0.02))
+    assert np.allclose(apply_affine(invert_affine(m), apply_affine(m, points)), points, atol=1e-4)
+    crop, pts = make_crop(image, box, points, 96, 1.3, rng)  # augmented, maybe flipped
+    assert crop.shape == (96, 96, 3) and pts.shape == (68, 2)
+    blurred = cv2.GaussianBlur(crop.max(2).astype(np.float32), (5, 5), 0)
+    inside = [(x, y) for x, y in pts if 2 <= x < 94 and 2 <= y < 94]
+    assert inside and np.mean([blurred[int(round(y)), int(round(x))] > 0 for x, y in inside]) > 0.8
+
+
+def test_landmark_training_smoke_export_and_predict(tmp_path):
+    import torch
+
+    from models.landmarker import Landmarker
+    from training.train_landmarks import export, load_landmark_config, train
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(6)]
+    points = rng.uniform(30, 90, (6, 68, 2)).astype(np.float32)
+    boxes = np.tile(np.array([[25, 25, 95, 95]], np.float32), (6, 1))
+    cfg = load_landmark_config(None, [f"out_dir={tmp_path}", "input_size=32", "batch_size=4", "steps=3",
+                                      "warmup_steps=1", "checkpoint_every=2", "threads=1", "bf16=false"])
+    run = train(cfg, resume=False, data=(images, points, boxes))
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    cfg.steps = 4
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("steps: 3", "steps: 4"))
+    train(cfg, resume=True, data=(images, points, boxes))
+    weights = export(run, tmp_path / "w" / "lm.pt")
+    pred = Landmarker(weights).predict(images[0], [boxes[0], boxes[1]])
+    assert pred.shape == (2, 68, 2) and np.isfinite(pred).all()
+    assert Landmarker(weights).predict(images[0], []).shape == (0, 68, 2)

@@ -1,0 +1,114 @@
+"""Our 68-point landmark network and the aligner that uses it.
+
+The network sees a square crop around the detector's box (side ``crop_scale`` x the box's longer
+side), resized to ``input_size``, and regresses the 68 points in crop coordinates scaled to [0, 1].
+Training crops are made from real detector boxes with jitter (``training/landmark_data.py``), so the
+net expects exactly the loose boxes the service gives it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from models.backbones import IRBlock
+from models.registry import create_model, register_model
+
+
+class LandmarkNet(nn.Module):
+    """IResNet-style stages down to a 6x6 map, then a linear layer over the flattened map: direct
+    regression of 136 numbers. Flattening (not pooling) keeps where each feature is, which is what
+    coordinates need."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68,
+                 stride_first: bool = True) -> None:
+        super().__init__()
+        self.input_size, self.points = input_size, points
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.PReLU(widths[0]))
+        blocks, in_ch = [], widths[0]
+        for i, width in enumerate(widths):
+            blocks += [IRBlock(in_ch, width, stride=2 if i or stride_first else 1), IRBlock(width, width, stride=1)]
+            in_ch = width
+        self.stages = nn.Sequential(*blocks)
+        # The stem halves the input and so does every stage (the first too, unless stride_first is
+        # off): at 96 px the full-resolution work is one stem convolution, which keeps a face ~5 ms.
+        final = input_size // 2 ** (len(widths) + int(stride_first))
+        self.head = nn.Sequential(nn.BatchNorm2d(in_ch), nn.Flatten(), nn.Dropout(0.1),
+                                  nn.Linear(in_ch * final * final, points * 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x))).view(-1, self.points, 2)
+
+
+@register_model("landmark_resnet")
+def landmark_resnet(input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256),
+                    stride_first: bool = True) -> LandmarkNet:
+    """A 68-point regressor at ``input_size`` px (a multiple of 32)."""
+    return LandmarkNet(tuple(widths), input_size, stride_first=stride_first)
+
+
+def crop_matrix(box: np.ndarray, size: int, scale: float, angle_deg: float = 0.0,
+                shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """2x3 affine map from image pixels to a ``size`` x ``size`` crop: a square of side ``scale`` x
+    the box's longer side around its centre (moved by ``shift`` x side, turned by ``angle_deg``)."""
+    x1, y1, x2, y2 = [float(v) for v in box]
+    side = scale * max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2 + shift[0] * side, (y1 + y2) / 2 + shift[1] * side
+    m = cv2.getRotationMatrix2D((cx, cy), angle_deg, size / side)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    return m
+
+
+def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(m)
+
+
+@dataclass
+class LandmarkCard:
+    name: str
+    version: str
+    architecture: str
+    input_size: int
+    crop_scale: float
+    raw: dict
+
+    @classmethod
+    def load(cls, path: Path) -> "LandmarkCard":
+        raw = json.loads(Path(path).read_text())
+        return cls(raw["name"], raw["version"], raw["architecture"], raw["input_size"], raw["crop_scale"], raw)
+
+
+class Landmarker:
+    """Loads a landmark weight file (+ card) once; ``predict(image, boxes)`` -> ``(n, 68, 2)`` image pixels."""
+
+    def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
+        weights = Path(weights)
+        self.card = LandmarkCard.load(weights.with_suffix(".json"))
+        self.device = torch.device(device)
+        self.model = create_model(self.card.architecture, input_size=self.card.input_size)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.model.load_state_dict({k: v.float() for k, v in state.items()})
+        self.model.eval().to(self.device)
+        self.version = self.card.version
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        if not len(boxes):
+            return np.zeros((0, 68, 2), np.float32)
+        size = self.card.input_size
+        mats = [crop_matrix(b, size, self.card.crop_scale) for b in boxes]
+        crops = np.stack([cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT) for m in mats])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.device)
+        pred = self.model(x).float().cpu().numpy() * size
+        return np.stack([apply_affine(invert_affine(m), p) for m, p in zip(mats, pred)]).astype(np.float32)

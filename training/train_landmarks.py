@@ -1,0 +1,191 @@
+"""Train the 68-point landmark network, then export it with its card.
+
+    python -m training.train_landmarks --config training/configs/landmarks_96.yaml      # --resume to continue
+    python -m training.train_landmarks --config training/configs/landmarks_96.yaml --export models/weights/landmarks_96.pt
+
+Training crops come from MTCNN's boxes on the training faces (300-W AFW + HELEN train, YouTube Faces
+train) with box jitter, rotation, mirroring (68-point permutation) and colour changes; the loss is the
+wing loss on crop pixels. Checkpoints every ``checkpoint_every`` steps; the schedule is tied to steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from models.registry import create_model
+from training.config import data_root
+from training.export import git_commit
+from training.landmark_data import CropAugment, detector_boxes, make_crop, read_split, wing_loss
+
+log = logging.getLogger("training.train_landmarks")
+
+
+@dataclass
+class LandmarkConfig:
+    name: str = "landmarks_96"
+    arch: str = "landmark_resnet"
+    input_size: int = 96
+    crop_scale: float = 1.3
+    splits: tuple[str, ...] = ("300w_train", "youtube_train")
+    batch_size: int = 64
+    steps: int = 6000
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    bf16: bool = True
+    threads: int = 0
+    seed: int = 0
+    checkpoint_every: int = 250
+    out_dir: str = "runs"
+    augment: CropAugment = field(default_factory=CropAugment)
+
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def load_landmark_config(path: str | None, sets: list[str]) -> LandmarkConfig:
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    for item in sets:
+        key, value = item.split("=", 1)
+        raw[key] = yaml.safe_load(value)
+    aug = CropAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("augment", {}).items()})
+    fields = {f.name for f in dataclasses.fields(LandmarkConfig)}
+    unknown = set(raw) - fields
+    if unknown:
+        raise KeyError(f"unknown landmark config keys {sorted(unknown)}; valid: {sorted(fields)}")
+    if "splits" in raw:
+        raw["splits"] = tuple(raw["splits"])
+    return LandmarkConfig(**raw, augment=aug)
+
+
+def load_training_set(cfg: LandmarkConfig, root: Path | None = None, cache: Path | None = None):
+    """Images, points and detector boxes of every training split, concatenated."""
+    from models.detector import MTCNNDetector
+
+    root = root or data_root() / "landmarks68"
+    cache = cache if cache is not None else Path.home() / ".cache" / "facerec"
+    detector = MTCNNDetector(min_score=0.5)
+    images, points, boxes = [], [], []
+    for split in cfg.splits:
+        names, imgs, pts = read_split(root, split)
+        boxes.append(detector_boxes(names, imgs, pts, detector, cache, "mtcnn0.5"))
+        images += imgs
+        points.append(pts)
+    return images, np.concatenate(points), np.concatenate(boxes)
+
+
+def lr_at(step: int, cfg: LandmarkConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
+    """Run (or resume) training; ``data`` = (images, points, boxes) overrides the shared data (tests)."""
+    run = cfg.run_dir()
+    ckpt = run / "checkpoint.pt"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    images, points, boxes = data if data is not None else load_training_set(cfg)
+    model = create_model(cfg.arch, input_size=cfg.input_size)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    start = 0
+    if resume:
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        rng.bit_generator.state = state["rng"]
+        start = state["step"]
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    log.info("%d training faces; %s from step %d", len(images), run, start)
+    model.train()
+    log_file = open(run / "log.jsonl", "a")
+    t0, seen, total = time.perf_counter(), 0, 0.0
+    for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step"):
+        for group in optimiser.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        idx = rng.integers(0, len(images), cfg.batch_size)
+        pairs = [make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment)
+                 for i in idx]
+        x = to_tensor(np.stack([c for c, _ in pairs]))
+        y = torch.from_numpy(np.stack([p for _, p in pairs]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            pred = model(x)
+        loss = wing_loss(pred.float() * cfg.input_size, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
+        seen += len(idx)
+        total += loss.item() * len(idx)
+        done = step + 1
+        if done % 20 == 0 or done == cfg.steps:
+            log_file.write(json.dumps({"step": done, "loss": total / seen, "img_per_s": seen / (time.perf_counter() - t0),
+                                       "time": time.time()}) + "\n")
+            log_file.flush()
+            t0, seen, total = time.perf_counter(), 0, 0.0
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"step": done, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                        "rng": rng.bit_generator.state}, tmp)
+            tmp.replace(ckpt)
+    log_file.close()
+    return run
+
+
+def export(run: Path, out: Path) -> Path:
+    """fp16 weights + card (architecture, input size, crop scale, data, config, commit)."""
+    cfg = load_landmark_config(str(run / "config.yaml"), [])
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}, out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()[:12]
+    card = {"name": cfg.name, "version": f"{cfg.name}-{digest}", "architecture": cfg.arch,
+            "input_size": cfg.input_size, "crop_scale": cfg.crop_scale, "points": 68, "steps": state["step"],
+            "training_data": {"splits": list(cfg.splits), "source": "<FACEREC_DATA>/landmarks68 (300-W AFW + HELEN "
+                              "train, YouTube Faces train; research use only)"},
+            "config": dataclasses.asdict(cfg), "commit": git_commit(),
+            "reproduce": f"python -m training.train_landmarks --config {run / 'config.yaml'}"}
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--export", type=Path, help="export the finished run to this weight file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_landmark_config(args.config, args.set)
+    if args.export:
+        export(cfg.run_dir(), args.export)
+        return
+    train(cfg, args.resume)
+
+
+if __name__ == "__main__":
+    main()
