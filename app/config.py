@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.services.index import IndexParams
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     detector_min_score: float = Field(0.9, ge=0.0, le=1.0)
     detector_min_face: int = Field(40, ge=12, description="smallest face side in pixels the detector looks for; "
                                    "20 finds tiny faces at ~1.5x the detection time")
+    aligner: Literal["mtcnn5", "landmarks68"] = Field(
+        "mtcnn5", description="five points from MTCNN, or from our 68-point landmark network")
+    landmark_weights: Path = Field(WEIGHTS_DIR / "landmarks_96.pt", description="the 68-point network's weights")
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")
@@ -58,6 +61,13 @@ class Settings(BaseSettings):
         if not path.with_suffix(".json").exists():
             raise ValueError(f"model card {path.with_suffix('.json')} is missing; export weights with training.export")
         return path
+
+    @model_validator(mode="after")
+    def _landmarks_exist(self) -> "Settings":
+        if self.aligner == "landmarks68" and not self.landmark_weights.exists():
+            raise ValueError(f"FACEREC_ALIGNER=landmarks68 but {self.landmark_weights} does not exist; train and "
+                             "export it with training.train_landmarks, or set FACEREC_ALIGNER=mtcnn5")
+        return self
 
     @property
     def index_params(self) -> IndexParams:

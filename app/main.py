@@ -21,6 +21,7 @@ from app.services.recognition import RecognitionService
 from models.aligner import FivePointAligner
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
+from models.landmarker import Landmarker
 from models.pipeline import FacePipeline
 
 log = logging.getLogger("app")
@@ -60,9 +61,10 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     sessions = make_session_factory(engine)
     keys = build_keys(settings, sessions)
     device = pick_device(settings.device)
+    landmarker = Landmarker(settings.landmark_weights, device) if settings.aligner == "landmarks68" else None
     pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score,
                                           min_face_size=settings.detector_min_face), FivePointAligner(),
-                            Embedder(settings.weights, device))
+                            Embedder(settings.weights, device), landmarker)
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
     service = RecognitionService(settings, pipeline, sessions)
     service.sync_index()

@@ -18,6 +18,8 @@ class Detection:
 
 @dataclass
 class Face(Detection):
-    """A detected face with its L2-normalised embedding."""
+    """A detected face with its L2-normalised embedding; ``points`` are the five points it was aligned
+    with, and ``landmarks68`` its 68 points when the 68-point aligner is in use (else ``None``)."""
 
     embedding: np.ndarray
+    landmarks68: np.ndarray | None = None

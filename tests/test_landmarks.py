@@ -83,3 +83,35 @@ def test_landmark_training_smoke_export_and_predict(tmp_path):
     pred = Landmarker(weights).predict(images[0], [boxes[0], boxes[1]])
     assert pred.shape == (2, 68, 2) and np.isfinite(pred).all()
     assert Landmarker(weights).predict(images[0], []).shape == (0, 68, 2)
+
+
+def test_service_with_the_68_point_aligner_returns_68_points(tmp_path, known):
+    """The wiring, with a randomly initialised landmark net (accuracy is measured in reports/landmarks.md)."""
+    import json
+
+    import torch
+
+    from models import create_model
+    from tests.conftest import make_client
+    from tests.test_api_e2e import files
+
+    weights = tmp_path / "lm.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v
+                for k, v in create_model("landmark_resnet", input_size=64).state_dict().items()}, weights)
+    weights.with_suffix(".json").write_text(json.dumps({"name": "lm", "version": "lm-test", "architecture":
+                                                        "landmark_resnet", "input_size": 64, "crop_scale": 1.3}))
+    with make_client(tmp_path / "state", aligner="landmarks68", landmark_weights=weights) as client:
+        r = client.post("/embed", files=files([known / "train" / "obama" / "obama2.jpg"], "image"))
+        assert r.status_code == 200
+        face = r.json()["faces"][0]
+        assert len(face["landmarks68"]) == 68 and len(face["landmarks"]) == 5
+        assert r.json()["model_version"].endswith("+lm-test")
+        r = client.post("/identify", files=files([known / "train" / "obama" / "obama2.jpg"], "image"))
+        assert "landmarks;dur=" in r.headers["server-timing"]
+
+
+def test_68_point_aligner_without_weights_is_refused(tmp_path):
+    from app.config import Settings
+
+    with pytest.raises(ValueError, match="FACEREC_ALIGNER=landmarks68"):
+        Settings(state_dir=tmp_path, aligner="landmarks68", landmark_weights=tmp_path / "missing.pt")

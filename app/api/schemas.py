@@ -54,7 +54,9 @@ class CandidateOut(BaseModel):
 class DetectedFaceOut(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the (EXIF-rotated) photo")
     score: float = Field(description="detection score")
-    landmarks: list[list[float]] = Field(description="5 points: eyes, nose tip, mouth corners")
+    landmarks: list[list[float]] = Field(description="the 5 alignment points: eyes, nose tip, mouth corners")
+    landmarks68: list[list[float]] | None = Field(None, description="68 points (iBUG 300-W order) when the "
+                                                  "68-point aligner is in use (FACEREC_ALIGNER=landmarks68)")
 
 
 class IdentifiedFaceOut(DetectedFaceOut):
@@ -106,7 +108,9 @@ def face_record_out(r: FaceRecord) -> FaceRecordOut:
 
 def detected(face: Face) -> dict:
     return {"box": [round(float(v), 2) for v in face.box], "score": round(float(face.score), 5),
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points]}
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points],
+            "landmarks68": None if face.landmarks68 is None else
+            [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks68]}
 
 
 def candidate_out(c: Candidate) -> CandidateOut:

@@ -74,7 +74,7 @@ class RecognitionService:
         self.settings = settings
         self.pipeline = pipeline
         self.sessions = sessions
-        self.model_version = pipeline.embedder.version
+        self.model_version = pipeline.version
         self.thresholds = pipeline.embedder.card.thresholds()
         if not self.thresholds:
             raise ValueError(f"model card of {settings.weights} has no calibrated thresholds; "
