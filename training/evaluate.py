@@ -89,7 +89,8 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     lines = [f"# LFW evaluation: {card['name']}", "",
              f"Model version `{card['version']}` (flip TTA {'on' if card.get('flip_tta') else 'off'}); full pipeline on the LFW photos (MTCNN detect -> "
-             f"5-point similarity alignment -> embed). Evaluated in {seconds:.0f} s.", "",
+             f"similarity alignment onto the 112x112 template from {card.get('alignment', 'MTCNN five points')} -> embed). "
+             f"Evaluated in {seconds:.0f} s.", "",
              "## ID rate (seed protocol, exhaustive)", "",
              f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
              f"{result['idrate_counts']['positives']:,} positive and {result['idrate_counts']['negatives']:,} negative pairs.", "",
@@ -123,16 +124,23 @@ def update_card(card_path: Path, result: dict) -> None:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
-def build_pipeline(weights: Path, device: str) -> FacePipeline:
-    return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device))
+def build_pipeline(weights: Path, device: str, landmark_weights: Path | None = None) -> FacePipeline:
+    """The evaluated pipeline: MTCNN, the five-point aligner (fed by our 68-point network when
+    ``landmark_weights`` is given) and the embedder."""
+    from models.landmarker import Landmarker
+
+    landmarker = Landmarker(landmark_weights, device) if landmark_weights else None
+    return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device), landmarker)
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
 
 
-def embeddings_path(cache_dir: Path, embedder: Embedder) -> Path:
-    """Where the raw LFW embeddings of one model version (and TTA setting) are kept."""
-    return Path(cache_dir) / "embeddings" / f"lfw_{embedder.version}_flip{int(embedder.card.flip_tta)}.npz"
+def embeddings_path(cache_dir: Path, pipeline: FacePipeline, alignment: str = "auto") -> Path:
+    """Where the raw LFW embeddings of one pipeline version (TTA setting, alignment) are kept."""
+    suffix = "" if alignment == "auto" else f"_{alignment}"
+    return (Path(cache_dir) / "embeddings" /
+            f"lfw_{pipeline.version}_flip{int(pipeline.embedder.card.flip_tta)}{suffix}.npz")
 
 
 def save_embeddings(path: Path, embeddings: dict[str, np.ndarray]) -> None:
@@ -149,14 +157,15 @@ def load_embeddings(path: Path) -> dict[str, np.ndarray]:
 
 
 def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
-                   device: str = "cpu", flip_tta: str = "card") -> dict:
+                   device: str = "cpu", flip_tta: str = "card", landmark_weights: Path | None = None,
+                   alignment: str = "auto") -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
 
     The returned dict also carries ``roc`` (FPR, TPR arrays) for plots that compare models.
     """
     root = (data or data_root()) / "lfw"
     t0 = time.perf_counter()
-    pipeline = build_pipeline(weights, device)
+    pipeline = build_pipeline(weights, device, landmark_weights)
     if flip_tta != "card":
         pipeline.embedder.card.flip_tta = flip_tta == "on"
     people = lfw.list_people(root / "images")
@@ -164,13 +173,17 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     d = pipeline.detector
     key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
     detections = lfw.detect_all(d, root / "images", names, cache_dir, key)
-    raw = lfw.embed_all(pipeline, root / "images", detections, normalize=False)
+    raw = lfw.embed_all(pipeline, root / "images", detections, normalize=False, alignment=alignment)
     if cache_dir is not None:
-        save_embeddings(embeddings_path(cache_dir, pipeline.embedder), raw)
+        save_embeddings(embeddings_path(cache_dir, pipeline, alignment), raw)
     emb = {n: v / np.linalg.norm(v) for n, v in raw.items()}  # NaN rows (no face) stay NaN
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
     roc = metrics.roc_curve(*result["_curves"])
-    card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta)
+    how = ("detector box cropped square, no alignment" if alignment == "box" else
+           f"five points from our 68-point network `{pipeline.landmarker.version}`" if pipeline.landmarker else
+           "MTCNN's five points")
+    card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta, version=pipeline.version,
+                alignment=how)
     write_report(out, result, card, time.perf_counter() - t0, roc)
     result["roc"] = roc
     return result
@@ -186,9 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update-card", action="store_true", help="write metrics and thresholds into the card")
     parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card",
                         help="override the card's flip test-time augmentation")
+    parser.add_argument("--landmarks", type=Path, default=None,
+                        help="align with this 68-point network's weights instead of MTCNN's five points")
+    parser.add_argument("--alignment", choices=["auto", "box"], default="auto",
+                        help="box: no alignment (the detector box, cropped square) -- the ablation baseline")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta)
+    result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta,
+                            args.landmarks, args.alignment)
     if args.update_card:
         update_card(args.weights.with_suffix(".json"), result)
     log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],

@@ -103,17 +103,34 @@ def detect_all(detector, images_dir: Path, names: list[str], cache_dir: Path | N
     return result
 
 
+def aligned_crop(pipeline, image: np.ndarray, detection: Detection, alignment: str = "auto") -> np.ndarray:
+    """The 112x112 crop the embedder sees. ``auto``: as the pipeline aligns (the 68-point network's
+    five points when it has one, else the detector's); ``box``: no alignment, the detector's box
+    cropped square (side 1.15 x its longer side) and resized -- the ablation's baseline."""
+    if alignment == "box":
+        from models.landmarker import crop_matrix
+
+        return cv2.warpAffine(image, crop_matrix(detection.box, 112, 1.15), (112, 112), flags=cv2.INTER_LINEAR)
+    points = detection.points
+    if pipeline.landmarker is not None:
+        from models.landmarks import five_from_68
+
+        points = five_from_68(pipeline.landmarker.predict(image, [detection.box])[0])
+    return pipeline.aligner.align(image, points)
+
+
 def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None],
-              batch: int = 256, normalize: bool = True) -> dict[str, np.ndarray]:
+              batch: int = 256, normalize: bool = True, alignment: str = "auto") -> dict[str, np.ndarray]:
     """Embedding of every image's detected face; a row of NaNs where no face was found.
 
-    ``normalize=False`` keeps the raw (un-normalised) network outputs.
+    ``normalize=False`` keeps the raw (un-normalised) network outputs; ``alignment`` as in
+    :func:`aligned_crop`.
     """
     names = list(detections)
     out = {}
     for start in tqdm(range(0, len(names), batch), desc="embed", unit="batch"):
         chunk = [n for n in names[start:start + batch] if detections[n] is not None]
-        crops = [pipeline.aligner.align(read_rgb(images_dir / n), detections[n].points) for n in chunk]
+        crops = [aligned_crop(pipeline, read_rgb(images_dir / n), detections[n], alignment) for n in chunk]
         out.update(zip(chunk, pipeline.embedder.embed(crops, normalize=normalize)))
     nan = np.full(pipeline.embedder.dim, np.nan, np.float32)
     return {n: out.get(n, nan) for n in names}
