@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_name_length: int = Field(200, gt=0)
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="whole request body, all files together")
     index_exact_max: int = Field(20_000, gt=0, description="exact search up to this many vectors, HNSW beyond")
-    index_ef_search: int = Field(128, gt=0, description="HNSW candidates per query (recall vs speed)")
+    index_ef_search: int = Field(384, gt=0, description="HNSW candidates per query (recall vs speed)")
     index_save_interval_s: float = Field(30.0, gt=0, description="how often a large (HNSW) index with "
                                          "pending changes is saved; small ones are saved on every write")
     admin_key: SecretStr | None = Field(None, description="an admin API key given at start-up (automation)")

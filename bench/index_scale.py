@@ -123,14 +123,20 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--exact-max", type=int, default=IndexParams().exact_max,
                         help="sizes above this also get an HNSW index (default: the service's setting)")
+    parser.add_argument("--reuse-dir", type=Path, default=None,
+                        help="keep each size's HNSW index in DIR/<n>/ and reuse it when present (same seed, same "
+                             "vectors), so more efSearch values can be measured without rebuilding")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_scale.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     vectors, labels = real_embeddings(args.data, args.weights)
     model = GalleryModel(vectors, labels)
     log.info("structure from %d real embeddings of %d identities", len(vectors), len(np.unique(labels)))
-    results = {"threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(), "sizes": {},
-               "command": "python bench/index_scale.py " + " ".join(sys.argv[1:])}
+    # Sizes not measured in this run keep their earlier results (the command of each is recorded).
+    command = "python bench/index_scale.py " + " ".join(sys.argv[1:])
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results = {"threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(), "sizes": previous.get("sizes", {}),
+               "command": command}
     for n in args.sizes:
         rng = np.random.default_rng(n)
         gallery, probes = model.sample(n, rng)
@@ -148,12 +154,22 @@ def main() -> None:
         del exact
         if n > args.exact_max:
             before = rss_mb()
-            path = Path(tempfile.mkdtemp()) / "faces.faiss"
+            path = (args.reuse_dir / str(n) if args.reuse_dir else Path(tempfile.mkdtemp())) / "faces.faiss"
+            path.parent.mkdir(parents=True, exist_ok=True)
             index = VectorIndex(gallery.shape[1], path, IndexParams(exact_max=args.exact_max))
             t0 = time.perf_counter()
-            index.rebuild(ids, gallery)
-            row["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
-            row["hnsw_rss_delta_mb"] = round(rss_mb() - before, 1)
+            if args.reuse_dir:
+                reused = index.load_or_rebuild(1, n, lambda: (ids, gallery))  # rebuilds when it cannot reuse
+            else:
+                index.rebuild(ids, gallery)
+                reused = False
+            if not reused:
+                row["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
+                row["hnsw_rss_delta_mb"] = round(rss_mb() - before, 1)
+            else:
+                before_row = previous.get("sizes", {}).get(str(n), {})
+                row["hnsw_build_s"] = before_row.get("hnsw_build_s")
+                row["hnsw_rss_delta_mb"] = before_row.get("hnsw_rss_delta_mb")
             index.save(generation=1)
             row["hnsw_file_mb"] = round(path.stat().st_size / 2**20, 1)
             row["hnsw"] = {}
@@ -167,7 +183,8 @@ def main() -> None:
             row["hnsw_load_s"] = round(time.perf_counter() - t0, 2)
             del index, again
         log.info("n=%d: %s", n, {k: v for k, v in row.items() if k != "hnsw"})
-        results["sizes"][n] = row
+        row["command"] = command
+        results["sizes"][str(n)] = row
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -68,7 +68,7 @@ class IndexParams:
     exact_max: int = 20_000
     hnsw_m: int = 32
     ef_construction: int = 40
-    ef_search: int = 128
+    ef_search: int = 384
 
 
 class VectorIndex:
