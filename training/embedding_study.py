@@ -18,12 +18,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from training import lfw, metrics  # noqa: E402
-from training.config import data_root  # noqa: E402
-from training.evaluate import DEFAULT_CACHE, load_embeddings  # noqa: E402
+from training import lfw, metrics
+from training.config import data_root
+from training.evaluate import DEFAULT_CACHE, load_embeddings
 
 log = logging.getLogger("training.embedding_study")
 #: (label, embeddings cache file name): the equal-budget loss runs (flip off) and the shipped model.
@@ -31,6 +31,7 @@ MODELS = {
     "softmax": "lfw_cmp_softmax-*_flip0.npz", "ArcFace": "lfw_cmp_arcface-*_flip0.npz",
     "CosFace": "lfw_cmp_cosface-*_flip0.npz", "SphereFace": "lfw_cmp_sphereface-*_flip0.npz",
     "ElasticFace-Arc": "lfw_cmp_elasticarc-*_flip0.npz", "sub-center ArcFace": "lfw_cmp_subcenter_arcface-*_flip0.npz",
+    "triplet": "lfw_cmp_triplet-*_flip0.npz",
 }
 SHIPPED = "lfw_arcface_iresnet18_half_64-*_flip1.npz"
 
