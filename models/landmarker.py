@@ -110,5 +110,7 @@ class Landmarker:
         crops = np.stack([cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT) for m in mats])
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(self.device)
-        pred = self.model(x).float().cpu().numpy() * size
+        # A few inputs (7 of YouTube Faces' 770 test faces) made the regressor answer far outside the
+        # crop; points outside the crop's neighbourhood are never right, so they are kept inside it.
+        pred = self.model(x).float().clamp(-0.25, 1.25).cpu().numpy() * size
         return np.stack([apply_affine(invert_affine(m), p) for m, p in zip(mats, pred)]).astype(np.float32)
