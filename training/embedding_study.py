@@ -197,10 +197,11 @@ def main(argv: list[str] | None = None) -> None:
             "Embeddings are compared as unit vectors, but the network's raw output norm carries information "
             "(MagFace and AdaFace make it explicit). Pairs are grouped by the smaller raw norm of their two "
             "embeddings; accuracy uses one threshold (best over all pairs).", "", *norm_rows, "",
-            "![norm histogram](norm_hist.png)", "", "![lowest and highest norms](norm_extremes.png)", "",
+            "![norm histogram](norm_hist.png)", "",
+            "![lowest and highest norms](norm_extremes.png) (LFW photos: local only, never committed)", "",
             "## A 2-D map of 30 identities (t-SNE, cosine)", "", "![t-SNE](tsne.png)", "",
             "## Where the errors are (shipped model)", "",
-            "![worst errors](worst_errors.png)", ""]
+            "![worst errors](worst_errors.png) (LFW photos: local only, never committed)", ""]
     (args.out / "embeddings.md").write_text("\n".join(text))
     log.info("wrote %s", args.out / "embeddings.md")
 
