@@ -20,6 +20,7 @@ whose CRC does not match: rebuilt, never wrongly reused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 def checksum(ids: np.ndarray, vectors: np.ndarray) -> str:
     """SHA-256 of the (id, vector) pairs sorted by id: equal for the same content in any order."""
-    import hashlib
-
     order = np.argsort(ids, kind="stable")
     h = hashlib.sha256(np.ascontiguousarray(ids[order], np.int64).tobytes())
     h.update(np.ascontiguousarray(vectors[order], np.float32).tobytes())
@@ -80,6 +79,7 @@ class VectorIndex:
         self.params = params or IndexParams()
         self.index = self._exact()
         self.tombstones: set[int] = set()  # removed ids still in an HNSW graph
+        self._excluded = None  # the search-time id selector for the tombstones, built once per change
         self.revived = False  # a tombstoned id was added again: only a rebuild can serve it right
 
     # -- kinds -------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ class VectorIndex:
             self.index.remove_ids(np.asarray(ids, np.int64))
             return
         self.tombstones.update(int(i) for i in ids)
+        self._excluded = None
         # The graph keeps a node per tombstone, but not the person's vector: its stored code is
         # zeroed, so a deleted face's embedding is gone from memory and from the saved file at once.
         storage = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
@@ -150,8 +151,10 @@ class VectorIndex:
             return np.full((n, 1), -np.inf, np.float32), np.full((n, 1), -1, np.int64)
         queries = np.ascontiguousarray(vectors, np.float32)
         if self.tombstones:
-            dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
-            params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorNot(dead),
+            if self._excluded is None:  # up to a tenth of the graph: not rebuilt on every query
+                dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+                self._excluded = (dead, faiss.IDSelectorNot(dead))  # keep both alive: Not refers to dead
+            params = faiss.SearchParametersHNSW(sel=self._excluded[1],
                                                 efSearch=faiss.downcast_index(self.index.index).hnsw.efSearch)
             return self.index.search(queries, k, params=params)
         return self.index.search(queries, k)
@@ -186,7 +189,7 @@ class VectorIndex:
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """A fresh index of the kind the size calls for, holding exactly ``(ids, vectors)``."""
         self.index = self._hnsw() if self.wanted_kind(len(ids)) == "hnsw" else self._exact()
-        self.tombstones, self.revived = set(), False
+        self.tombstones, self.revived, self._excluded = set(), False, None
         self.add(ids, vectors)
 
     def load_or_rebuild(self, generation: int, count: int,
@@ -225,6 +228,6 @@ class VectorIndex:
         tombstones = set(header.get("tombstones", []))
         if loaded.d != self.dim or loaded.ntotal - len(tombstones) != count:
             return "saved index has the wrong dimension or size"
-        self.index, self.tombstones = loaded, tombstones
+        self.index, self.tombstones, self._excluded = loaded, tombstones, None
         self.set_ef_search(self.params.ef_search)
         return None
