@@ -95,9 +95,11 @@ def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | None, sets: list[str]) -> TrainConfig:
-    """Build a config from defaults, an optional YAML file and ``key=value`` strings."""
-    cfg = TrainConfig()
+def load_config(path: str | None, sets: list[str], config=None):
+    """Build a config from defaults, an optional YAML file and ``key=value`` strings.
+
+    ``config`` is the defaults object to fill (any config dataclass; a ``TrainConfig`` when omitted)."""
+    cfg = TrainConfig() if config is None else config
     if path:
         with open(path) as f:
             apply_overrides(cfg, yaml.safe_load(f) or {})

@@ -25,7 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from models.registry import create_model
-from training.config import data_root
+from training.config import data_root, load_config
 from training.export import git_commit
 from training.landmark_data import CropAugment, detector_boxes, make_crop, read_split, wing_loss
 
@@ -56,18 +56,8 @@ class LandmarkConfig:
 
 
 def load_landmark_config(path: str | None, sets: list[str]) -> LandmarkConfig:
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    for item in sets:
-        key, value = item.split("=", 1)
-        raw[key] = yaml.safe_load(value)
-    aug = CropAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("augment", {}).items()})
-    fields = {f.name for f in dataclasses.fields(LandmarkConfig)}
-    unknown = set(raw) - fields
-    if unknown:
-        raise KeyError(f"unknown landmark config keys {sorted(unknown)}; valid: {sorted(fields)}")
-    if "splits" in raw:
-        raw["splits"] = tuple(raw["splits"])
-    return LandmarkConfig(**raw, augment=aug)
+    """Defaults < YAML file < ``key=value`` overrides, typed and checked as for the embedder's config."""
+    return load_config(path, sets, LandmarkConfig())
 
 
 def load_training_set(cfg: LandmarkConfig, root: Path | None = None, cache: Path | None = None):
