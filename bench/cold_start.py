@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import DEFAULT_WEIGHTS  # noqa: E402
 from app.db.session import make_engine, upgrade_database  # noqa: E402
-from app.services.index import file_crc32  # noqa: E402
+from app.services.index import VectorIndex  # noqa: E402
 from bench.index_scale import GalleryModel, real_embeddings  # noqa: E402
 from models.embedder import ModelCard  # noqa: E402
 from tests.live import LiveServer  # noqa: E402
@@ -61,15 +60,21 @@ def fill(state: Path, n: int, model: GalleryModel, version: str) -> None:
 
 def adopt_index(state: Path, index_file: Path) -> None:
     """Use an HNSW index already built over exactly these vectors (``bench/index_scale.py --reuse-dir``)
-    instead of building it at the first start: copy it in and give it a header for the database's
-    current generation. Only valid because the vectors are the same ones (same seed, same ids)."""
+    instead of building it at the first start: load it (checked against its own header) and save it
+    into the state dir for the database's current generation. Only valid because the vectors are the
+    same ones (same seed, same ids)."""
     with sqlite3.connect(state / "facerec.db") as db:
         (generation,) = db.execute("SELECT generation FROM gallery_state").fetchone()
         (count,) = db.execute("SELECT COUNT(*) FROM faces").fetchone()
-    shutil.copy(index_file, state / "faces.faiss")
-    header = {"generation": generation, "count": count, "kind": "hnsw", "dim": 512, "tombstones": [],
-              "crc32": file_crc32(state / "faces.faiss")}
-    (state / "faces.faiss.json").write_text(json.dumps(header))
+
+    def refuse():
+        raise RuntimeError(f"{index_file} is not an index of these {count:,} vectors; build it with "
+                           f"bench/index_scale.py --sizes {count} --reuse-dir DIR")
+
+    index = VectorIndex(512, index_file)
+    index.load_or_rebuild(1, count, refuse)
+    index.path = state / "faces.faiss"
+    index.save(generation)
 
 
 def main() -> None:
