@@ -1,6 +1,8 @@
 """The full pipeline: detect -> align -> embed, each step usable on its own."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 
 from models.aligner import FivePointAligner
@@ -37,16 +39,20 @@ class FacePipeline:
         with timings.stage("detect"):
             return self.detector.detect(image)
 
+    def alignment_points(self, image: np.ndarray,
+                         detections: list[Detection]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+        """The five points each face is aligned with, and its 68 points (``None`` without a landmarker)."""
+        if self.landmarker is None or not detections:
+            return [d.points for d in detections], [None] * len(detections)
+        dense = list(self.landmarker.predict(image, [d.box for d in detections]))
+        return [five_from_68(p) for p in dense], dense
+
     def embed_detections(self, image: np.ndarray, detections: list[Detection],
                          timings: Timings | None = None) -> list[Face]:
         """Align every detection and embed them as one batch."""
         timings = Timings() if timings is None else timings
-        dense: list[np.ndarray | None] = [None] * len(detections)
-        five = [d.points for d in detections]
-        if self.landmarker is not None and detections:
-            with timings.stage("landmarks"):
-                dense = list(self.landmarker.predict(image, [d.box for d in detections]))
-                five = [five_from_68(p) for p in dense]
+        with timings.stage("landmarks") if self.landmarker is not None else nullcontext():
+            five, dense = self.alignment_points(image, detections)
         with timings.stage("align"):
             crops = [self.aligner.align(image, p) for p in five]
         with timings.stage("embed"):

@@ -111,12 +111,8 @@ def aligned_crop(pipeline, image: np.ndarray, detection: Detection, alignment: s
         from models.landmarker import crop_matrix
 
         return cv2.warpAffine(image, crop_matrix(detection.box, 112, 1.15), (112, 112), flags=cv2.INTER_LINEAR)
-    points = detection.points
-    if pipeline.landmarker is not None:
-        from models.landmarks import five_from_68
-
-        points = five_from_68(pipeline.landmarker.predict(image, [detection.box])[0])
-    return pipeline.aligner.align(image, points)
+    five, _ = pipeline.alignment_points(image, [detection])
+    return pipeline.aligner.align(image, five[0])
 
 
 def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None],
