@@ -53,6 +53,56 @@ def landmark_resnet(input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128
     return LandmarkNet(tuple(widths), input_size, stride_first=stride_first)
 
 
+class LandmarkIntegralNet(nn.Module):
+    """Heatmaps + soft-argmax ("integral regression", Sun et al. 2018): the same IR encoder, a small
+    top-down path (FPN-style) back to a stride-4 map, one heatmap per point, and each point taken as
+    the heatmap's expected position. Coordinates stay differentiable (trained with the same wing
+    loss as the regressor), the map keeps spatial detail that flattening loses, and an answer can
+    never leave the crop -- the failure the regressor showed on a few YouTube faces."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68,
+                 decoder: int = 64) -> None:
+        super().__init__()
+        self.input_size, self.points = input_size, points
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.PReLU(widths[0]))
+        stages, in_ch = [], widths[0]
+        for width in widths:
+            stages.append(nn.Sequential(IRBlock(in_ch, width, stride=2), IRBlock(width, width, stride=1)))
+            in_ch = width
+        self.stages = nn.ModuleList(stages)
+        self.lateral = nn.ModuleList(nn.Conv2d(w, decoder, 1, bias=False) for w in widths)
+        self.fuse = nn.Sequential(nn.BatchNorm2d(decoder), nn.Conv2d(decoder, decoder, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(decoder), nn.PReLU(decoder), nn.Conv2d(decoder, points, 1))
+        side = input_size // 4
+        # Cell centres of the stride-4 map, in crop units: cell i covers input pixels 4i..4i+3.
+        centres = (torch.arange(side, dtype=torch.float32) * 4 + 1.5) / input_size
+        self.register_buffer("grid_x", centres.repeat(side), persistent=False)
+        self.register_buffer("grid_y", centres.repeat_interleave(side), persistent=False)
+
+    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, points, input/4, input/4) logits."""
+        feats, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        top = self.lateral[-1](feats[-1])
+        for lateral, feat in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
+            top = nn.functional.interpolate(top, size=feat.shape[-2:], mode="nearest") + lateral(feat)
+        return self.fuse(top)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prob = self.heatmaps(x).flatten(2).float().softmax(-1)
+        return torch.stack([prob @ self.grid_x, prob @ self.grid_y], -1)
+
+
+@register_model("landmark_integral")
+def landmark_integral(input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256),
+                      decoder: int = 64) -> LandmarkIntegralNet:
+    """A 68-point heatmap + soft-argmax network at ``input_size`` px (a multiple of 32)."""
+    return LandmarkIntegralNet(tuple(widths), input_size, decoder=decoder)
+
+
 def crop_matrix(box: np.ndarray, size: int, scale: float, angle_deg: float = 0.0,
                 shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """2x3 affine map from image pixels to a ``size`` x ``size`` crop: a square of side ``scale`` x

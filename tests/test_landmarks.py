@@ -74,15 +74,44 @@ def test_landmark_training_smoke_export_and_predict(tmp_path):
     boxes = np.tile(np.array([[25, 25, 95, 95]], np.float32), (6, 1))
     cfg = load_landmark_config(None, [f"out_dir={tmp_path}", "input_size=32", "batch_size=4", "steps=3",
                                       "warmup_steps=1", "checkpoint_every=2", "threads=1", "bf16=false"])
-    run = train(cfg, resume=False, data=(images, points, boxes))
+    run = train(cfg, resume=False, data=(images, points, boxes, [6]))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
     cfg.steps = 4
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("steps: 3", "steps: 4"))
-    train(cfg, resume=True, data=(images, points, boxes))
+    train(cfg, resume=True, data=(images, points, boxes, [6]))
     weights = export(run, tmp_path / "w" / "lm.pt")
     pred = Landmarker(weights).predict(images[0], [boxes[0], boxes[1]])
     assert pred.shape == (2, 68, 2) and np.isfinite(pred).all()
     assert Landmarker(weights).predict(images[0], []).shape == (0, 68, 2)
+
+
+def test_split_share_sets_each_splits_part_of_a_batch():
+    from training.train_landmarks import sample_probabilities
+
+    assert sample_probabilities([3, 1], ()) is None
+    p = sample_probabilities([3, 1], (1.0, 1.0))
+    assert np.allclose(p, [1 / 6, 1 / 6, 1 / 6, 1 / 2]) and np.isclose(p.sum(), 1)
+    with pytest.raises(ValueError, match="one non-negative share per split"):
+        sample_probabilities([3, 1], (1.0,))
+
+
+def test_integral_landmark_net_answers_inside_the_crop_at_the_heatmap_peak():
+    import torch
+
+    from models.registry import create_model
+
+    net = create_model("landmark_integral", input_size=32).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 68, 2) and (out > 0).all() and (out < 1).all()
+    # A sharp peak on cell (x=5, y=2) of the 8x8 map gives that cell's centre, (4 * 5 + 1.5) / 32 etc.
+    logits = torch.full((1, 68, 64), -50.0)
+    logits[0, :, 2 * 8 + 5] = 50.0
+    prob = logits.softmax(-1)
+    assert torch.allclose(prob @ net.grid_x, torch.tensor(21.5 / 32)) and torch.allclose(prob @ net.grid_y, torch.tensor(9.5 / 32))
+    net.train()
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_service_with_the_68_point_aligner_returns_68_points(tmp_path, known):

@@ -109,6 +109,22 @@ def test_augment_keeps_shape_and_range_and_identity_when_disabled():
     assert torch.allclose(augment(x.clone(), off, gen), x, atol=1e-5)
 
 
+def test_occlusion_paints_flat_rectangles_and_dark_bands_over_the_eye_line():
+    from training.data import occlude
+
+    x = torch.full((64, 3, 64, 64), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    blocks = occlude(x.clone(), AugmentConfig(occlusion=1.0), gen)
+    changed = (blocks != 0.5).any(1)  # (n, h, w)
+    area = changed.flatten(1).float().mean(1)
+    assert (area > 0.005).all() and (area < 0.17).all()  # 10-40% of each side
+    glasses = occlude(x.clone(), AugmentConfig(sunglasses=1.0), gen)
+    dark = (glasses < -0.4).all(1)
+    rows = dark.any(2).float().mean(0)  # how often each row is covered
+    assert rows[int(51.6 / 112 * 64)] == 1.0 and rows[:20].sum() == 0 and rows[40:].sum() == 0
+    assert torch.equal(occlude(x.clone(), AugmentConfig(), gen), x)
+
+
 def test_triplet_training_runs_resumes_and_exports(tiny_tree: Path, tmp_path: Path):
     cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3),
                           {"loss": "triplet", "loss_kwargs": {"margin": 0.2, "mining": "semihard", "k": 4},

@@ -104,6 +104,12 @@ class AugmentConfig:
     contrast: float = 0.2
     grayscale: float = 0.1
     blur: float = 0.1
+    # Occlusion (off by default, so older configs train as they did): ``occlusion`` = chance of one
+    # random rectangle (10-40% of each side) painted a random flat colour (random erasing, Zhong et
+    # al. 2020); ``sunglasses`` = chance of a dark band over the template's eye line, the occluder
+    # behind most of our LFW misses (reports/embeddings.md).
+    occlusion: float = 0.0
+    sunglasses: float = 0.0
 
 
 def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -135,4 +141,32 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
         kernel = torch.tensor([1.0, 2.0, 1.0]) / 4
         kernel = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
         x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    if cfg.occlusion or cfg.sunglasses:
+        x = occlude(x, cfg, gen)
     return x.clamp_(-1.0, 1.0)
+
+
+# The ArcFace template's eye line, as fractions of the 112 px crop: eyes at y = 51.6, x = 38.3 and 73.5.
+_EYE_Y, _EYE_X = 51.6 / 112, (38.3 / 112, 73.5 / 112)
+
+
+def occlude(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Paint random rectangles (chance ``cfg.occlusion``) and sunglasses-like bands (chance
+    ``cfg.sunglasses``) onto a [-1, 1] batch of aligned faces, in place."""
+    n, _, h, w = x.shape
+    r = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    rows = torch.arange(h, dtype=torch.float32)[:, None] / h
+    cols = torch.arange(w, dtype=torch.float32)[None, :] / w
+    for i in torch.nonzero(r(n) < cfg.occlusion).flatten().tolist():
+        bh, bw = 0.1 + 0.3 * r(2)
+        top, left = r(1).item() * (1 - bh), r(1).item() * (1 - bw)
+        mask = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+        x[i, :, mask] = (r(3, 1) * 2 - 1).expand(-1, int(mask.sum()))
+    for i in torch.nonzero(r(n) < cfg.sunglasses).flatten().tolist():
+        half = 0.05 + 0.05 * r(1).item()  # lens half-height, 5-10% of the crop
+        centre = _EYE_Y + (r(1).item() * 2 - 1) * 0.03
+        margin = 0.08 + 0.06 * r(1).item()
+        mask = ((rows - centre).abs() < half) & (cols > _EYE_X[0] - margin) & (cols < _EYE_X[1] + margin)
+        shade = -1 + 0.5 * r(1).item()  # dark, from black to dark grey
+        x[i, :, mask] = shade
+    return x

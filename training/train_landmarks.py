@@ -39,6 +39,10 @@ class LandmarkConfig:
     input_size: int = 96
     crop_scale: float = 1.3
     splits: tuple[str, ...] = ("300w_train", "youtube_train")
+    # Share of each batch drawn from each split (same order as ``splits``); empty = in proportion
+    # to the splits' sizes. YouTube's 3,462 faces are frames of few videos, 300-W's 1,207 are
+    # 1,207 different photos: weighting by split keeps the varied set from being drowned.
+    split_share: tuple[float, ...] = ()
     batch_size: int = 64
     steps: int = 6000
     lr: float = 2e-3
@@ -61,19 +65,32 @@ def load_landmark_config(path: str | None, sets: list[str]) -> LandmarkConfig:
 
 
 def load_training_set(cfg: LandmarkConfig, root: Path | None = None, cache: Path | None = None):
-    """Images, points and detector boxes of every training split, concatenated."""
+    """Images, points and detector boxes of every training split, concatenated, and each split's size."""
     from models.detector import MTCNNDetector
 
     root = root or data_root() / "landmarks68"
     cache = cache if cache is not None else Path.home() / ".cache" / "facerec"
     detector = MTCNNDetector(min_score=0.5)
-    images, points, boxes = [], [], []
+    images, points, boxes, sizes = [], [], [], []
     for split in cfg.splits:
         names, imgs, pts = read_split(root, split)
         boxes.append(detector_boxes(names, imgs, pts, detector, cache, "mtcnn0.5"))
         images += imgs
         points.append(pts)
-    return images, np.concatenate(points), np.concatenate(boxes)
+        sizes.append(len(imgs))
+    return images, np.concatenate(points), np.concatenate(boxes), sizes
+
+
+def sample_probabilities(sizes: list[int], share: tuple[float, ...]) -> np.ndarray | None:
+    """Per-face sampling probabilities giving split ``i`` the share ``share[i]`` of every batch;
+    ``None`` (uniform over faces) when no share is set."""
+    if not share:
+        return None
+    if len(share) != len(sizes) or min(share) < 0 or sum(share) <= 0:
+        raise ValueError(f"split_share {list(share)} must give one non-negative share per split "
+                         f"({len(sizes)} splits) and not all zero")
+    total = float(sum(share))
+    return np.concatenate([np.full(n, s / total / n) for n, s in zip(sizes, share)])
 
 
 def lr_at(step: int, cfg: LandmarkConfig) -> float:
@@ -88,13 +105,14 @@ def to_tensor(crops: np.ndarray) -> torch.Tensor:
 
 
 def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
-    """Run (or resume) training; ``data`` = (images, points, boxes) overrides the shared data (tests)."""
+    """Run (or resume) training; ``data`` = (images, points, boxes, split sizes) overrides the shared data (tests)."""
     run = cfg.run_dir()
     ckpt = run / "checkpoint.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    images, points, boxes = data if data is not None else load_training_set(cfg)
+    images, points, boxes, sizes = data if data is not None else load_training_set(cfg)
+    probs = sample_probabilities(sizes, cfg.split_share)
     model = create_model(cfg.arch, input_size=cfg.input_size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -115,7 +133,7 @@ def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
     for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step"):
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg)
-        idx = rng.integers(0, len(images), cfg.batch_size)
+        idx = rng.choice(len(images), cfg.batch_size, p=probs)
         pairs = [make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment)
                  for i in idx]
         x = to_tensor(np.stack([c for c, _ in pairs]))
