@@ -5,11 +5,13 @@ import cv2
 import numpy as np
 import torch
 
+from models.mtcnn import MTCNN
 from models.types import Detection
 
 
 class MTCNNDetector:
-    """MTCNN from facenet-pytorch (its weights ship inside the wheel; nothing is downloaded).
+    """MTCNN (our cascade in ``models/mtcnn.py``; its weights ship inside the facenet-pytorch wheel,
+    nothing is downloaded).
 
     Args:
         device: torch device for the three cascaded nets.
@@ -22,21 +24,21 @@ class MTCNNDetector:
 
     def __init__(self, device: torch.device | str = "cpu", min_score: float = 0.9,
                  min_face_size: int = 20, max_side: int = 1280) -> None:
-        from facenet_pytorch import MTCNN  # deferred: importing it is slow and only the service needs it
-
-        self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size, post_process=False)
+        self.mtcnn = MTCNN(device=device, min_face_size=min_face_size)
         self.min_score = min_score
         self.max_side = max_side
+
+    @property
+    def key(self) -> str:
+        """Names the cascade and its settings: caches of detections are keyed by it."""
+        return f"{MTCNN.version}|{self.min_score}|{self.mtcnn.min_face_size}|{self.max_side}"
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first."""
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         small = image if scale == 1.0 else cv2.resize(
             image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        with torch.inference_mode():
-            boxes, scores, points = self.mtcnn.detect(small, landmarks=True)
-        if boxes is None:
-            return []
+        boxes, scores, points = self.mtcnn.detect(small)
         faces = [Detection(np.asarray(b, np.float32) / scale, float(s), np.asarray(p, np.float32) / scale)
                  for b, s, p in zip(boxes, scores, points) if s >= self.min_score]
         return sorted(faces, key=lambda f: -f.score)

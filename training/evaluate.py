@@ -171,8 +171,7 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     people = lfw.list_people(root / "images")
     names = [n for imgs in people.values() for n in imgs]
     d = pipeline.detector
-    key = f"mtcnn|{d.min_score}|{d.mtcnn.min_face_size}|{d.max_side}"
-    detections = lfw.detect_all(d, root / "images", names, cache_dir, key)
+    detections = lfw.detect_all(d, root / "images", names, cache_dir, d.key)
     raw = lfw.embed_all(pipeline, root / "images", detections, normalize=False, alignment=alignment)
     if cache_dir is not None:
         save_embeddings(embeddings_path(cache_dir, pipeline, alignment), raw)

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     results, curves = {}, {}
     for split in TEST_SPLITS:
         names, images, truth = read_split(root, split)
-        boxes = detector_boxes(names, images, truth, detector, cache, "mtcnn0.5")
+        boxes = detector_boxes(names, images, truth, detector, cache, detector.key)
         rows = {"ours (MTCNN box)": nme(np.concatenate([ours.predict(im, [b]) for im, b in zip(images, boxes)]), truth)}
         speed = {"ours (MTCNN box)": per_face_ms(ours.predict, images, boxes)}
         if peer is not None:

@@ -74,7 +74,7 @@ def load_training_set(cfg: LandmarkConfig, root: Path | None = None, cache: Path
     images, points, boxes, sizes = [], [], [], []
     for split in cfg.splits:
         names, imgs, pts = read_split(root, split)
-        boxes.append(detector_boxes(names, imgs, pts, detector, cache, "mtcnn0.5"))
+        boxes.append(detector_boxes(names, imgs, pts, detector, cache, detector.key))
         images += imgs
         points.append(pts)
         sizes.append(len(imgs))

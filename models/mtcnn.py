@@ -1,0 +1,233 @@
+"""Our MTCNN cascade (Zhang et al. 2016) over the P/R/O-Net weights that ship in the facenet-pytorch wheel.
+
+Why our own: facenet-pytorch's cascade resamples the full float image once per pyramid scale and each
+candidate box separately with adaptive average pooling, which took about half of all detection time
+here, and importing the package pulls in torchvision (most of the service's start-up imports). This
+module builds the pyramid with OpenCV on uint8 pixels, crops candidates with zero padding (as the
+original MTCNN does) and runs each refinement stage as one batch. Only the three weight files are read
+from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the package itself is never imported.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (a box covering pixels 0..9 is 0..10) and the
+five points are pixel coordinates, in the order left eye, right eye, nose, left and right mouth corner.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+
+def wheel_weights_dir() -> Path:
+    """Where facenet-pytorch keeps the three MTCNN weight files, found without importing it."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the MTCNN weights ship in the facenet-pytorch wheel; install facenet-pytorch==2.5.3 "
+                           "(it is a dependency in pyproject.toml)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, a 12x12 window per output cell, stride 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_1(x).softmax(1)[:, 1], self.conv4_2(x)
+
+
+def _flatten_caffe(x: torch.Tensor) -> torch.Tensor:
+    # The weights were converted from a model that flattened feature maps in (W, H, C) order.
+    return x.permute(0, 3, 2, 1).flatten(1)
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops: face score and box regression."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu4(self.dense4(_flatten_caffe(self.prelu3(self.conv3(x)))))
+        return self.dense5_1(x).softmax(1)[:, 1], self.dense5_2(x)
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops: face score, box regression and five points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu5(self.dense5(_flatten_caffe(self.prelu4(self.conv4(x)))))
+        return self.dense6_1(x).softmax(1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression; indices kept, best first. ``mode="min"`` divides the overlap by
+    the smaller box (MTCNN's last stage uses it to drop boxes nested inside a face)."""
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1) * (y2 - y1)
+    order, keep = np.argsort(-scores, kind="stable"), []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / np.maximum(denom, 1e-9) <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Move each box's edges by its regression offsets (fractions of its width and height)."""
+    size = np.concatenate([boxes[:, 2:4] - boxes[:, 0:2]] * 2, axis=1)
+    return boxes + offsets * size
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """The square of side max(w, h) around each box's centre (the next stage's input is square)."""
+    centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
+    half = (boxes[:, 2:4] - boxes[:, 0:2]).max(1, keepdims=True) / 2
+    return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """``size`` x ``size`` crops of the (integer-rounded) boxes, zero outside the image; (n, size, size, 3)."""
+    h, w = image.shape[:2]
+    out = np.zeros((len(boxes), size, size, 3), np.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(np.int64)):
+        if x2 <= x1 or y2 <= y1:
+            continue
+        patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if sx2 > sx1 and sy2 > sy1:
+            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        shrink = patch.shape[0] > size
+        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
+
+
+def _tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 (n, h, w, 3) or (h, w, 3) -> float (n, 3, h, w) scaled as the nets were trained."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels))
+    x = x[None] if x.ndim == 3 else x
+    return x.to(device).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
+
+
+class MTCNN:
+    """The three-stage cascade. ``detect(rgb)`` -> (boxes (n, 4), scores (n,), points (n, 5, 2)).
+
+    Args:
+        min_face_size: smallest face side searched for, in pixels.
+        thresholds: face-score thresholds of the three stages (the published 0.6, 0.7, 0.7).
+        factor: ratio between pyramid scales.
+    """
+
+    version = "facerec-mtcnn-1"  # bump when the cascade's output changes (keys detection caches)
+
+    def __init__(self, device: torch.device | str = "cpu", min_face_size: int = 20,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 weights_dir: Path | None = None) -> None:
+        self.device = torch.device(device)
+        self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
+        weights_dir = weights_dir or wheel_weights_dir()
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        for name, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
+            net.load_state_dict(torch.load(weights_dir / f"{name}.pt", map_location="cpu", weights_only=True))
+            net.eval().to(self.device)
+
+    def scales(self, height: int, width: int) -> list[float]:
+        """Pyramid scales: the first maps ``min_face_size`` onto P-Net's 12 px window."""
+        scale, side, out = 12.0 / self.min_face_size, min(height, width), []
+        while side * scale >= 12:
+            out.append(scale)
+            scale *= self.factor
+        return out
+
+    def _proposals(self, image: np.ndarray) -> np.ndarray:
+        """Stage 1: (n, 9) rows of box, score, regression offsets from every pyramid level."""
+        h, w = image.shape[:2]
+        found, level = [], image
+        for scale in self.scales(h, w):
+            hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
+            # Each level is resampled from the previous one, not from the full photo: area
+            # resampling costs in proportion to the source's pixels (5x less work in total here).
+            level = cv2.resize(level, (ws, hs), interpolation=cv2.INTER_AREA)
+            prob, reg = self.pnet(_tensor(level, self.device))
+            prob, reg = prob[0].cpu().numpy(), reg[0].cpu().numpy()
+            ys, xs = np.nonzero(prob >= self.thresholds[0])
+            if not len(ys):
+                continue
+            # Output cell (y, x) saw the 12 x 12 window at (2x, 2y) of this level.
+            cells = np.stack([xs, ys, xs, ys], 1).astype(np.float32) * 2 + np.array([0, 0, 12, 12], np.float32)
+            true_scale = np.array([ws / w, hs / h, ws / w, hs / h], np.float32)  # after rounding the size
+            rows = np.concatenate([cells / true_scale, prob[ys, xs, None], reg[:, ys, xs].T], 1)
+            found.append(rows[nms(rows[:, :4], rows[:, 4], 0.5)])
+        if not found:
+            return np.zeros((0, 9), np.float32)
+        rows = np.concatenate(found)
+        return rows[nms(rows[:, :4], rows[:, 4], 0.7)]
+
+    @torch.inference_mode()
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces in an RGB uint8 ``(H, W, 3)`` image, in no particular order."""
+        empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        rows = self._proposals(image)
+        if not len(rows):
+            return empty
+        boxes = square(regress(rows[:, :4], rows[:, 5:9]))
+        # Stage 2: R-Net re-scores and refines every proposal, in one batch.
+        score, reg = self.rnet(_tensor(crops(image, boxes, 24), self.device))
+        score, reg = score.cpu().numpy(), reg.cpu().numpy()
+        keep = score > self.thresholds[1]
+        boxes, score, reg = boxes[keep], score[keep], reg[keep]
+        if not len(boxes):
+            return empty
+        keep = nms(boxes, score, 0.7)
+        boxes = square(regress(boxes[keep], reg[keep]))
+        # Stage 3: O-Net gives the final score, box and five points.
+        score, reg, pts = (t.cpu().numpy() for t in self.onet(_tensor(crops(image, boxes, 48), self.device)))
+        keep = score > self.thresholds[2]
+        boxes, score, reg, pts = boxes[keep], score[keep], reg[keep], pts[keep]
+        if not len(boxes):
+            return empty
+        size = boxes[:, 2:4] - boxes[:, 0:2]
+        points = np.stack([boxes[:, 0:1] + pts[:, 0:5] * size[:, 0:1],
+                           boxes[:, 1:2] + pts[:, 5:10] * size[:, 1:2]], axis=2)
+        boxes = regress(boxes, reg)
+        keep = nms(boxes, score, 0.7, mode="min")
+        return boxes[keep].astype(np.float32), score[keep].astype(np.float32), points[keep].astype(np.float32)

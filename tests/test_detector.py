@@ -1,0 +1,79 @@
+"""Our MTCNN cascade: the nets against the reference implementation whose weights we load, NMS by
+hand, and recall on dlib's hand-marked crowd photos (real photos, the service's detector settings)."""
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import torch
+
+from models.mtcnn import MTCNN, nms, square
+
+
+@pytest.fixture(scope="module")
+def cascade():
+    return MTCNN(min_face_size=40)
+
+
+def test_nets_equal_the_reference_nets_with_the_same_weights(cascade):
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = torch.randn(1, 3, 40, 50)
+        ref_reg, ref_prob = PNet().eval()(x)
+        prob, reg = cascade.pnet(x)
+        assert torch.allclose(prob, ref_prob[:, 1], atol=1e-5) and torch.allclose(reg, ref_reg, atol=1e-5)
+        x = torch.randn(5, 3, 24, 24)
+        ref_reg, ref_prob = RNet().eval()(x)
+        prob, reg = cascade.rnet(x)
+        assert torch.allclose(prob, ref_prob[:, 1], atol=1e-5) and torch.allclose(reg, ref_reg, atol=1e-5)
+        x = torch.randn(5, 3, 48, 48)
+        ref_reg, ref_pts, ref_prob = ONet().eval()(x)
+        prob, reg, pts = cascade.onet(x)
+        assert torch.allclose(prob, ref_prob[:, 1], atol=1e-5) and torch.allclose(pts, ref_pts, atol=1e-5)
+
+
+def test_nms_and_square_known_values():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 6, 6]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)
+    # IoU(0, 1) = 81 / 119 = 0.68; box 3 lies inside boxes 0 and 1: IoU 16 / 100, but 16 / 16 by the smaller box.
+    assert nms(boxes, scores, 0.5).tolist() == [3, 0, 2]
+    assert nms(boxes, scores, 0.7).tolist() == [3, 0, 1, 2]
+    assert nms(boxes, scores, 0.7, mode="min").tolist() == [3, 2]
+    assert square(np.array([[0, 0, 4, 10]], np.float32)).tolist() == [[-3, 0, 7, 10]]
+
+
+def _marked_faces(crowds):
+    marked = {}
+    for xml in ("training.xml", "testing.xml"):
+        for image in ET.parse(crowds / xml).getroot().iter("image"):
+            marked[image.get("file")] = [
+                [float(b.get("left")), float(b.get("top")), float(b.get("left")) + float(b.get("width")),
+                 float(b.get("top")) + float(b.get("height"))] for b in image.iter("box")]
+    return marked
+
+
+def _iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data):
+    from app.services.images import decode_image
+    from models.detector import MTCNNDetector
+
+    crowds = data / "photos" / "crowds"
+    detector = MTCNNDetector(min_face_size=40)  # the service's settings
+    found = total = extra = 0
+    for name, boxes in _marked_faces(crowds).items():
+        image = decode_image((crowds / name).read_bytes(), name, max_bytes=10**8, max_pixels=10**8)
+        dets = [d.box.tolist() for d in detector.detect(image)]
+        hit = [any(_iou(m, d) >= 0.3 for d in dets) for m in boxes]
+        found, total = found + sum(hit), total + len(boxes)
+        extra += sum(not any(_iou(m, d) >= 0.3 for m in boxes) for d in dets)
+    dogs = decode_image((crowds / "dogs.jpg").read_bytes(), "dogs.jpg", max_bytes=10**8, max_pixels=10**8)
+    assert total == 43 and found >= 42, f"found {found} of {total} marked faces"
+    assert extra <= 3, f"{extra} detections match no marked face"
+    assert detector.detect(dogs) == []
