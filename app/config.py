@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="whole request body, all files together")
     index_exact_max: int = Field(20_000, gt=0, description="exact search up to this many vectors, HNSW beyond")
     index_ef_search: int = Field(384, gt=0, description="HNSW candidates per query (recall vs speed)")
-    index_save_interval_s: float = Field(30.0, gt=0, description="how often a large (HNSW) index with "
-                                         "pending changes is saved; small ones are saved on every write")
+    index_save_interval_s: float = Field(30.0, gt=0, description="how often a large index with pending "
+                                         "additions is saved; removals are saved at once")
+    index_sync_save_max: int = Field(2_000, ge=0, description="an index of up to this many vectors (4 MB) is "
+                                     "saved after every write; a larger one by the background saver")
     admin_key: SecretStr | None = Field(None, description="an admin API key given at start-up (automation)")
     insecure_dev_mode: bool = Field(False, description="serve with NO authentication; local development only")
 

@@ -23,7 +23,8 @@ def speed(r: dict) -> list[str]:
         s = v["stages_p50_ms"]
         lines.append(f"| {key} | {v['faces']} | {v['p50_ms']} | {v['p95_ms']} | " +
                      " | ".join(str(s.get(k, "-")) for k in ("decode", "detect", "align", "embed", "search")) + " |")
-    lines += ["", f"Enrolment: **{r['enroll_photos_per_s']} photos/s** (one client). Concurrent `/identify` "
+    lines += ["", f"Enrolment: **{r['enroll_photos_per_s']} photos/s** (one client; 12 Mpx phone-size JPEGs: "
+              f"{r.get('enroll_12mpx_photos_per_s', '–')} photos/s). Concurrent `/identify` "
               "(640×480): " + ", ".join(f"{t['clients']} client{'s' * (t['clients'] > 1)}: {t['requests_per_s']} req/s"
                                       for t in r["throughput"]) + ".", ""]
     if r.get("peers"):

@@ -1,7 +1,7 @@
 """Fixed inference types: one image in, ``list[Face]`` out (``[]`` when there is none)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,3 +23,9 @@ class Face(Detection):
 
     embedding: np.ndarray
     landmarks68: np.ndarray | None = None
+
+    def rescaled(self, factor: float) -> "Face":
+        """The same face with its box and points multiplied by ``factor`` (e.g. back to the full
+        photo's pixels after working on a reduced decode)."""
+        return replace(self, box=self.box * factor, points=self.points * factor,
+                       landmarks68=None if self.landmarks68 is None else self.landmarks68 * factor)

@@ -108,6 +108,28 @@ def test_embed_returns_unit_vectors(client, known: Path):
         assert sum(v * v for v in f["embedding"]) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_large_jpeg_is_decoded_reduced_and_answers_in_its_own_pixels(client, known: Path):
+    """A 4x upscaled photo (over twice the detector's side) takes the reduced-decode path; boxes and
+    points must come back in the large photo's pixels and the embedding must barely move."""
+    import io
+
+    from PIL import Image
+
+    from app.services.images import decode_image
+
+    photo = Image.open(known / "test" / "obama1.jpg")
+    big = io.BytesIO()
+    photo.resize((photo.width * 4, photo.height * 4), Image.LANCZOS).save(big, "JPEG", quality=92)
+    decoded = decode_image(big.getvalue(), "big.jpg", max_bytes=10**8, max_pixels=10**8, work_side=1280)
+    assert decoded.scale in (0.5, 0.25, 0.125) and max(decoded.pixels.shape) >= 1280
+    small_face = client.post("/embed", files=files([known / "test" / "obama1.jpg"], "image")).json()["faces"][0]
+    r = client.post("/embed", files=[("image", ("big.jpg", big.getvalue(), "image/jpeg"))])
+    big_face = r.json()["faces"][0]
+    side = small_face["box"][2] - small_face["box"][0]
+    assert all(abs(b / 4 - s) < 0.1 * side for b, s in zip(big_face["box"], small_face["box"]))
+    assert sum(a * b for a, b in zip(big_face["embedding"], small_face["embedding"])) > 0.9
+
+
 def test_add_faces_to_existing_identity(client, known: Path):
     photos = sorted((known / "train" / "biden").iterdir())
     first = client.post("/enroll", data={"name": "biden"}, files=files(photos[:1])).json()

@@ -68,12 +68,12 @@ def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data):
     detector = MTCNNDetector(min_face_size=40)  # the service's settings
     found = total = extra = 0
     for name, boxes in _marked_faces(crowds).items():
-        image = decode_image((crowds / name).read_bytes(), name, max_bytes=10**8, max_pixels=10**8)
+        image = decode_image((crowds / name).read_bytes(), name, max_bytes=10**8, max_pixels=10**8).pixels
         dets = [d.box.tolist() for d in detector.detect(image)]
         hit = [any(_iou(m, d) >= 0.3 for d in dets) for m in boxes]
         found, total = found + sum(hit), total + len(boxes)
         extra += sum(not any(_iou(m, d) >= 0.3 for m in boxes) for d in dets)
-    dogs = decode_image((crowds / "dogs.jpg").read_bytes(), "dogs.jpg", max_bytes=10**8, max_pixels=10**8)
+    dogs = decode_image((crowds / "dogs.jpg").read_bytes(), "dogs.jpg", max_bytes=10**8, max_pixels=10**8).pixels
     assert total == 43 and found >= 42, f"found {found} of {total} marked faces"
     assert extra <= 3, f"{extra} detections match no marked face"
     assert detector.detect(dogs) == []

@@ -143,7 +143,7 @@ def test_index_rebuilt_after_a_write_the_index_never_saw(tmp_path: Path, known: 
 
 def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_path: Path, known: Path):
     state = tmp_path / "state"
-    with make_client(state, index_exact_max=4, index_save_interval_s=3600) as client:
+    with make_client(state, index_exact_max=4, index_sync_save_max=0, index_save_interval_s=3600) as client:
         enroll_all(client, known)  # 9 faces: past exact_max, so the index was rebuilt as HNSW
         assert client.app.state.service.index.kind == "hnsw"
         assert set(matched_names(client, known / "test" / "kit_with_rose.jpg")) == {"kit_harington", "rose_leslie"}
@@ -162,7 +162,7 @@ def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_pat
         obama = client.get("/identities").json()[3]
         assert obama["name"] == "obama" and client.delete(f"/identities/{obama['id']}").status_code == 200
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
-    with make_client(state, index_exact_max=4, index_save_interval_s=0.2) as client:  # tombstones survive
+    with make_client(state, index_exact_max=4, index_sync_save_max=0, index_save_interval_s=0.2) as client:  # tombstones survive
         assert client.app.state.service.index_reused
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
         r = client.post("/enroll", data={"name": "obama"}, files=files([known / "train" / "obama" / "obama.jpg"]))
@@ -170,6 +170,13 @@ def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_pat
         deadline = time.monotonic() + 30
         while client.app.state.service._unsaved is not None and time.monotonic() < deadline:
             time.sleep(0.1)  # the background saver picks the change up within its interval
+        with sqlite3.connect(state / "facerec.db") as db:
+            (generation,) = db.execute("SELECT generation FROM gallery_state").fetchone()
+        assert json.loads((state / "faces.faiss.json").read_text())["generation"] == generation
+        # A removal is saved at once, not left to the saver: the deleted vectors leave the disk now.
+        client.app.state.service._stop.set()  # no background save can help
+        biden = next(i for i in client.get("/identities").json() if i["name"] == "biden")
+        assert client.delete(f"/identities/{biden['id']}").status_code == 200
         with sqlite3.connect(state / "facerec.db") as db:
             (generation,) = db.execute("SELECT generation FROM gallery_state").fetchone()
         assert json.loads((state / "faces.faiss.json").read_text())["generation"] == generation

@@ -14,7 +14,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
-from app.services.images import decode_image
+from app.services.images import DecodedImage, decode_image
 from app.services.index import VectorIndex
 from models.pipeline import FacePipeline
 from models.timing import Timings
@@ -111,18 +111,20 @@ class RecognitionService:
                                               dim=self.pipeline.embedder.dim)
         return ids, vectors
 
-    def _save_index(self, generation: int) -> None:
+    def _save_index(self, generation: int, removed: bool = False) -> None:
         """After a commit (lock held): rebuild the index if the gallery changed kind (exact <-> HNSW)
         or the graph carries too many tombstones, then persist it.
 
-        A small (exact) index is saved at once. A large one (a 1M-face file is over a gigabyte) is
-        saved by the background saver within ``index_save_interval_s`` and at shutdown; a crash in
-        between costs a rebuild from the database at the next start, never a lost or wrong answer
-        (the header's generation no longer matches)."""
+        A small index (up to ``index_sync_save_max`` vectors) is saved at once after every write. A
+        large one (20k exact vectors are a 40 MB file, 1M in HNSW over a gigabyte) is saved after
+        additions by the background saver within ``index_save_interval_s`` and at shutdown; a crash
+        in between costs a rebuild from the database at the next start, never a lost or wrong answer
+        (the header's generation no longer matches). After a removal the index is always saved at
+        once: a deleted person's vectors must not stay on disk until the next save."""
         if self.index.needs_rebuild():
             log.info("gallery of %d vectors outgrew its %s index; rebuilding", len(self.index), self.index.kind)
             self.index.rebuild(*self._database_vectors())
-        if self.index.kind == "exact":
+        if removed or len(self.index) <= self.settings.index_sync_save_max:
             self.index.save(generation)
             self._unsaved = None
         else:
@@ -154,18 +156,21 @@ class RecognitionService:
         self.flush_index()
 
     # -- inference helpers --------------------------------------------------------------------
-    def decode(self, upload: Upload) -> np.ndarray:
+    def decode(self, upload: Upload) -> DecodedImage:
+        # Large JPEGs are decoded reduced, but never below the side the detector works at.
         return decode_image(upload.data, upload.filename, max_bytes=self.settings.max_upload_bytes,
-                            max_pixels=self.settings.max_image_pixels)
+                            max_pixels=self.settings.max_image_pixels, work_side=self.pipeline.detector.max_side)
 
     def faces(self, upload: Upload, timings: Timings | None = None) -> tuple[list[Face], int]:
-        """Faces of an upload (capped at ``max_faces``) and how many were found in all."""
+        """Faces of an upload (capped at ``max_faces``) and how many were found in all; boxes and
+        points are in the uploaded photo's pixels."""
         timings = Timings() if timings is None else timings
         with timings.stage("decode"):
             image = self.decode(upload)
-        detections = self.pipeline.detect(image, timings)
+        detections = self.pipeline.detect(image.pixels, timings)
         kept = detections[: self.settings.max_faces]
-        return self.pipeline.embed_detections(image, kept, timings), len(detections)
+        faces = self.pipeline.embed_detections(image.pixels, kept, timings)
+        return [f if image.scale == 1.0 else f.rescaled(1.0 / image.scale) for f in faces], len(detections)
 
     # -- enrolment ----------------------------------------------------------------------------
     def _check_enroll_params(self, name: str | None, identity_id: int | None, uploads: list[Upload]) -> None:
@@ -304,7 +309,7 @@ class RecognitionService:
             crud.purge_journal(session=session)
             # After the commit: if we crash before the save, start-up finds the mismatch and rebuilds.
             self.index.remove(ids)
-            self._save_index(generation)
+            self._save_index(generation, removed=True)
             return len(ids)
 
     def counts(self) -> dict:
