@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     detector_min_score: float = Field(0.9, ge=0.0, le=1.0)
     detector_min_face: int = Field(40, ge=12, description="smallest face side in pixels the detector looks for; "
                                    "20 finds tiny faces at ~1.5x the detection time")
+    enroll_min_face: int = Field(80, ge=12, description="smallest face side in pixels accepted for enrolment "
+                                 "(in the detector's image, at most 1280 px on its long side); smaller faces "
+                                 "make poor templates and are ignored when counting an enrolment photo's faces")
     aligner: Literal["mtcnn5", "landmarks68"] = Field(
         "mtcnn5", description="five points from MTCNN, or from our 68-point landmark network")
     landmark_weights: Path = Field(WEIGHTS_DIR / "landmarks_96.pt", description="the 68-point network's weights")

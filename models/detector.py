@@ -33,12 +33,18 @@ class MTCNNDetector:
         """Names the cascade and its settings: caches of detections are keyed by it."""
         return f"{MTCNN.version}|{self.min_score}|{self.mtcnn.min_face_size}|{self.max_side}"
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first."""
+    def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
+        """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first.
+
+        ``min_face_size`` (pixels of the possibly downscaled image) overrides the detector's for this
+        call and is then a hard floor: MTCNN's box regression also finds some faces a little below
+        the size it searches for, and those are dropped (the detector's own size is only a search
+        size, so such finds are kept)."""
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         small = image if scale == 1.0 else cv2.resize(
             image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        boxes, scores, points = self.mtcnn.detect(small)
+        boxes, scores, points = self.mtcnn.detect(small, min_face_size)
         faces = [Detection(np.asarray(b, np.float32) / scale, float(s), np.asarray(p, np.float32) / scale)
-                 for b, s, p in zip(boxes, scores, points) if s >= self.min_score]
+                 for b, s, p in zip(boxes, scores, points) if s >= self.min_score
+                 and (min_face_size is None or max(b[2] - b[0], b[3] - b[1]) >= min_face_size)]
         return sorted(faces, key=lambda f: -f.score)

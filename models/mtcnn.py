@@ -170,19 +170,19 @@ class MTCNN:
             net.load_state_dict(torch.load(weights_dir / f"{name}.pt", map_location="cpu", weights_only=True))
             net.eval().to(self.device)
 
-    def scales(self, height: int, width: int) -> list[float]:
-        """Pyramid scales: the first maps ``min_face_size`` onto P-Net's 12 px window."""
-        scale, side, out = 12.0 / self.min_face_size, min(height, width), []
+    def scales(self, height: int, width: int, min_face_size: int | None = None) -> list[float]:
+        """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""
+        scale, side, out = 12.0 / (min_face_size or self.min_face_size), min(height, width), []
         while side * scale >= 12:
             out.append(scale)
             scale *= self.factor
         return out
 
-    def _proposals(self, image: np.ndarray) -> np.ndarray:
+    def _proposals(self, image: np.ndarray, min_face_size: int | None) -> np.ndarray:
         """Stage 1: (n, 9) rows of box, score, regression offsets from every pyramid level."""
         h, w = image.shape[:2]
         found, level = [], image
-        for scale in self.scales(h, w):
+        for scale in self.scales(h, w, min_face_size):
             hs, ws = int(np.ceil(h * scale)), int(np.ceil(w * scale))
             # Each level is resampled from the previous one, not from the full photo: area
             # resampling costs in proportion to the source's pixels (5x less work in total here).
@@ -203,10 +203,12 @@ class MTCNN:
         return rows[nms(rows[:, :4], rows[:, 4], 0.7)]
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Faces in an RGB uint8 ``(H, W, 3)`` image, in no particular order."""
+    def detect(self, image: np.ndarray,
+               min_face_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces in an RGB uint8 ``(H, W, 3)`` image, in no particular order; ``min_face_size``
+        overrides the constructor's for this call (a larger one searches less of the pyramid)."""
         empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        rows = self._proposals(image)
+        rows = self._proposals(image, min_face_size)
         if not len(rows):
             return empty
         boxes = square(regress(rows[:, :4], rows[:, 5:9]))

@@ -34,10 +34,11 @@ class FacePipeline:
         aligns (other crops give other vectors, which must not be mixed in one gallery)."""
         return self.embedder.version + (f"+{self.landmarker.version}" if self.landmarker else "")
 
-    def detect(self, image: np.ndarray, timings: Timings | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, timings: Timings | None = None,
+               min_face_size: int | None = None) -> list[Detection]:
         timings = Timings() if timings is None else timings
         with timings.stage("detect"):
-            return self.detector.detect(image)
+            return self.detector.detect(image, min_face_size)
 
     def alignment_points(self, image: np.ndarray,
                          detections: list[Detection]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:

@@ -130,6 +130,24 @@ def test_a_large_jpeg_is_decoded_reduced_and_answers_in_its_own_pixels(client, k
     assert sum(a * b for a, b in zip(big_face["embedding"], small_face["embedding"])) > 0.9
 
 
+def test_a_face_too_small_to_enrol_is_refused_by_name_but_still_identified(client, known: Path):
+    """Enrolment only counts faces of at least FACEREC_ENROLL_MIN_FACE (80 px); /identify keeps 40."""
+    import io
+
+    from PIL import Image
+
+    photo = Image.open(known / "train" / "obama" / "obama.jpg")  # face ~340 px
+    small = io.BytesIO()
+    photo.resize((photo.width // 6, photo.height // 6), Image.LANCZOS).save(small, "JPEG", quality=95)  # ~56 px
+    upload = [("images", ("small.jpg", small.getvalue(), "image/jpeg"))]
+    r = client.post("/enroll", data={"name": "obama-small"}, files=upload)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "no_face"
+    assert "at least 80 px" in r.json()["error"]["message"] and "FACEREC_ENROLL_MIN_FACE" in r.json()["error"]["message"]
+    assert client.get("/identities").json() == []  # nothing half-written
+    r = client.post("/embed", files=[("image", ("small.jpg", small.getvalue(), "image/jpeg"))])
+    assert len(r.json()["faces"]) == 1
+
+
 def test_add_faces_to_existing_identity(client, known: Path):
     photos = sorted((known / "train" / "biden").iterdir())
     first = client.post("/enroll", data={"name": "biden"}, files=files(photos[:1])).json()

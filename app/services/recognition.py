@@ -161,13 +161,14 @@ class RecognitionService:
         return decode_image(upload.data, upload.filename, max_bytes=self.settings.max_upload_bytes,
                             max_pixels=self.settings.max_image_pixels, work_side=self.pipeline.detector.max_side)
 
-    def faces(self, upload: Upload, timings: Timings | None = None) -> tuple[list[Face], int]:
+    def faces(self, upload: Upload, timings: Timings | None = None,
+              min_face: int | None = None) -> tuple[list[Face], int]:
         """Faces of an upload (capped at ``max_faces``) and how many were found in all; boxes and
-        points are in the uploaded photo's pixels."""
+        points are in the uploaded photo's pixels. ``min_face`` overrides the detector's smallest face."""
         timings = Timings() if timings is None else timings
         with timings.stage("decode"):
             image = self.decode(upload)
-        detections = self.pipeline.detect(image.pixels, timings)
+        detections = self.pipeline.detect(image.pixels, timings, min_face)
         kept = detections[: self.settings.max_faces]
         faces = self.pipeline.embed_detections(image.pixels, kept, timings)
         return [f if image.scale == 1.0 else f.rescaled(1.0 / image.scale) for f in faces], len(detections)
@@ -196,13 +197,16 @@ class RecognitionService:
         name = name.strip() if name is not None else None
         if identity_id is not None:
             self.get_identity(identity_id)  # fail fast, before any detection work
-        faces = []
+        faces, min_face = [], self.settings.enroll_min_face
         for upload in uploads:
-            found, total = self.faces(upload)
+            # Only faces of enrolment size are looked for: a small face makes a poor template, a
+            # small bystander should not block the photo, and the detector searches less.
+            found, total = self.faces(upload, min_face=min_face)
             if total != 1:
                 error = NoFaceFound if total == 0 else MultipleFaces
-                raise error(f"image {upload.filename!r} has {total} faces; each enrolment image must show "
-                            "exactly one face", image=upload.filename, faces=total)
+                raise error(f"image {upload.filename!r} has {total} faces of at least {min_face} px; each "
+                            "enrolment image must show exactly one (a smaller face is not enrolled: use a closer "
+                            "photo, or lower FACEREC_ENROLL_MIN_FACE)", image=upload.filename, faces=total)
             faces.append((upload.filename, found[0]))
         return self._store(name, identity_id, faces)
 
