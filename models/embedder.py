@@ -61,12 +61,15 @@ class Embedder:
     Args:
         weights: the ``.pt`` state dict; its card is the ``.json`` beside it.
         device: where the network runs.
+        bf16: run under bfloat16 autocast. Default: on a GPU (where it is fast and, as tested on
+            real faces, changes embeddings by well under what matters), off on a CPU (not faster here).
     """
 
-    def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
+    def __init__(self, weights: Path, device: torch.device | str = "cpu", bf16: bool | None = None) -> None:
         weights = Path(weights)
         self.card = ModelCard.load(weights.with_suffix(".json"))
         self.device = torch.device(device)
+        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
         self.model = load_backbone(weights, self.card).to(self.device, memory_format=torch.channels_last)
         self.dim = self.card.embedding_dim
         self.version = self.card.version
@@ -89,13 +92,16 @@ class Embedder:
         if not crops:
             return np.zeros((0, self.dim), np.float32)
         x = self.preprocess(crops)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            emb = self._forward(x)
+        if normalize:
+            emb = F.normalize(emb, dim=1)
+        return emb.cpu().numpy()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.card.flip_tta:
             # One forward pass over the crops and their mirror images: on a CPU a batch of 2n costs far
             # less than two batches of n (measured 18 -> 7 ms for one face).
             both = self.model(torch.cat([x, torch.flip(x, dims=[3])])).float()
-            emb = both[: len(crops)] + both[len(crops):]
-        else:
-            emb = self.model(x).float()
-        if normalize:
-            emb = F.normalize(emb, dim=1)
-        return emb.cpu().numpy()
+            return both[: len(x)] + both[len(x):]
+        return self.model(x).float()
