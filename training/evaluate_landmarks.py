@@ -1,6 +1,6 @@
 """Landmark accuracy and speed: ours against dlib's 68-point shape predictor, from the same boxes.
 
-    python -m training.evaluate_landmarks --weights models/weights/landmarks_96.pt --out reports/landmarks
+    python -m training.evaluate_landmarks --weights models/weights/landmarks_integral_96.pt --out reports/landmarks
 
 NME (percent of the outer-eye-corner distance, points 36/45), failure rate at NME > 8% and the
 cumulative error curve on HELEN test (330) and YouTube Faces test (770). Both predictors get the

@@ -1,7 +1,7 @@
 """Train the 68-point landmark network, then export it with its card.
 
-    python -m training.train_landmarks --config training/configs/landmarks_96.yaml      # --resume to continue
-    python -m training.train_landmarks --config training/configs/landmarks_96.yaml --export models/weights/landmarks_96.pt
+    python -m training.train_landmarks --config training/configs/landmarks_integral_96.yaml      # --resume to continue
+    python -m training.train_landmarks --config training/configs/landmarks_integral_96.yaml --export models/weights/landmarks_integral_96.pt
 
 Training crops come from MTCNN's boxes on the training faces (300-W AFW + HELEN train, YouTube Faces
 train) with box jitter, rotation, mirroring (68-point permutation) and colour changes; the loss is the
