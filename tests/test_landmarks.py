@@ -144,3 +144,17 @@ def test_68_point_aligner_without_weights_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="FACEREC_ALIGNER=landmarks68"):
         Settings(state_dir=tmp_path, aligner="landmarks68", landmark_weights=tmp_path / "missing.pt")
+
+
+def test_both_point_sources_land_near_the_template_on_training_crops(data):
+    """The offsets report's measurement on a few real training crops: MTCNN's and our network's five
+    points both fall within a few pixels of the template the crops were aligned to."""
+    from app.config import Settings
+    from models.aligner import ARCFACE_TEMPLATE
+    from models.landmarker import Landmarker
+    from training.alignment_offsets import five_point_sources
+
+    paths = sorted((data / "recognition" / "train").glob("pins_*/*.jpg"))[::2000][:6]
+    mtcnn, ours = five_point_sources(paths, Landmarker(Settings.model_fields["landmark_weights"].default))
+    assert mtcnn.shape == ours.shape and len(mtcnn) >= 5 and mtcnn.shape[1:] == (5, 2)
+    assert np.abs(mtcnn.mean(0) - ARCFACE_TEMPLATE).max() < 6 and np.abs(ours.mean(0) - ARCFACE_TEMPLATE).max() < 6
