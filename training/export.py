@@ -1,6 +1,6 @@
 """Export a training run's backbone as a committed weight file plus its model card.
 
-    python -m training.export --run runs/arcface_iresnet18_half_64 --out models/weights/arcface_iresnet18_half_64.pt
+    python -m training.export --run runs/arcface_iresnet18_half_80 --out models/weights/arcface_iresnet18_half_80.pt --flip-tta
 
 The weights are stored in fp16 (half the size; inference loads them back as fp32). Metrics and
 calibrated thresholds are added to the card by ``training.evaluate --update-card``.
