@@ -20,6 +20,11 @@ from models.backbones import IRBlock
 from models.registry import create_model, register_model
 
 
+def _stem(width: int) -> nn.Sequential:
+    """The landmark nets' first layer: one strided convolution, so no work is done at full resolution."""
+    return nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width))
+
+
 class LandmarkNet(nn.Module):
     """IResNet-style stages down to a 6x6 map, then a linear layer over the flattened map: direct
     regression of 136 numbers. Flattening (not pooling) keeps where each feature is, which is what
@@ -29,8 +34,7 @@ class LandmarkNet(nn.Module):
                  stride_first: bool = True) -> None:
         super().__init__()
         self.input_size, self.points = input_size, points
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.PReLU(widths[0]))
+        self.stem = _stem(widths[0])
         blocks, in_ch = [], widths[0]
         for i, width in enumerate(widths):
             blocks += [IRBlock(in_ch, width, stride=2 if i or stride_first else 1), IRBlock(width, width, stride=1)]
@@ -64,8 +68,7 @@ class LandmarkIntegralNet(nn.Module):
                  decoder: int = 64) -> None:
         super().__init__()
         self.input_size, self.points = input_size, points
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.PReLU(widths[0]))
+        self.stem = _stem(widths[0])
         stages, in_ch = [], widths[0]
         for width in widths:
             stages.append(nn.Sequential(IRBlock(in_ch, width, stride=2), IRBlock(width, width, stride=1)))
