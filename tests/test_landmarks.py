@@ -1,4 +1,5 @@
 """The 68-point helpers and landmark metrics, against values worked out by hand."""
+import cv2
 import numpy as np
 import pytest
 
@@ -158,3 +159,30 @@ def test_both_point_sources_land_near_the_template_on_training_crops(data):
     mtcnn, ours = five_point_sources(paths, Landmarker(Settings.model_fields["landmark_weights"].default))
     assert mtcnn.shape == ours.shape and len(mtcnn) >= 5 and mtcnn.shape[1:] == (5, 2)
     assert np.abs(mtcnn.mean(0) - ARCFACE_TEMPLATE).max() < 6 and np.abs(ours.mean(0) - ARCFACE_TEMPLATE).max() < 6
+
+
+def test_realigned_training_crop_puts_our_points_on_the_template(data):
+    """``training.realign`` warps a crop so that our network's five points sit on the template: measured
+    again on the re-aligned crop, the similarity transform onto the template is (near) the identity.
+    (The points themselves keep a residual: no face has exactly the template's shape.)"""
+    from app.config import Settings
+    from models.aligner import ARCFACE_TEMPLATE, FivePointAligner, similarity_transform
+    from models.detector import MTCNNDetector
+    from models.landmarker import Landmarker
+    from training.realign import PAD, centre_face, realign
+
+    def displacement(points):  # mean distance the alignment transform moves the points
+        m = similarity_transform(points, ARCFACE_TEMPLATE)
+        return np.linalg.norm(points @ m[:, :2].T + m[:, 2] - points, axis=1).mean()
+
+    landmarker = Landmarker(Settings.model_fields["landmark_weights"].default)
+    detector = MTCNNDetector(min_face_size=20, min_score=0.5)
+    before, after = [], []
+    for path in sorted((data / "recognition" / "train").glob("pins_*/*.jpg"))[1::2500][:4]:
+        crop = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image, five = realign(crop, detector, landmarker, FivePointAligner())
+        assert image.shape == (112, 112, 3) and image.dtype == np.uint8
+        padded, face = centre_face(image, detector)
+        before.append(displacement(five))
+        after.append(displacement(five_from_68(landmarker.predict(padded, [face.box])[0]) - PAD))
+    assert np.mean(after) < 0.6 and np.mean(after) < 0.4 * np.mean(before), (before, after)

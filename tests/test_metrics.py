@@ -8,6 +8,8 @@ from training.metrics import (
     idrate,
     idrate_pairs,
     kfold_accuracy,
+    kfold_correct,
+    mcnemar_exact,
     roc_curve,
     threshold_at_fpr,
 )
@@ -91,3 +93,21 @@ def test_roc_curve_is_monotonic():
     fpr, tpr = roc_curve(rng.normal(1, 1, 500), rng.normal(0, 1, 5000))
     assert np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
     assert 0 <= tpr.min() and tpr.max() <= 1
+
+
+def test_kfold_correct_matches_the_fold_accuracies():
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.6, 0.7])
+    same = np.array([1, 0, 1, 0, 0, 1], bool)
+    folds = np.array([0, 0, 1, 1, 2, 2])
+    assert kfold_correct(scores, same, folds).tolist() == [True, True, True, True, False, True]
+
+
+def test_mcnemar_exact_known_values():
+    a = np.array([1] * 10 + [0] * 2 + [1] * 5 + [0] * 3, bool)  # 10 only-A, 2 only-B, 5 both, 3 neither
+    b = np.array([0] * 10 + [1] * 2 + [1] * 5 + [0] * 3, bool)
+    only_a, only_b, p = mcnemar_exact(a, b)
+    assert (only_a, only_b) == (10, 2)
+    assert p == pytest.approx(2 * (1 + 12 + 66) / 2 ** 12)  # 0.0386: binomial(12, 1/2) tail, both sides
+    assert mcnemar_exact(b, a)[2] == pytest.approx(p)
+    assert mcnemar_exact(a, a) == (0, 0, 1.0)
+    assert mcnemar_exact([1, 0], [0, 1])[2] == 1.0

@@ -24,9 +24,9 @@ from models.detector import MTCNNDetector
 from models.landmarker import Landmarker
 from models.landmarks import five_from_68
 from training.config import data_root
+from training.realign import PAD, centre_face
 
 log = logging.getLogger("training.alignment_offsets")
-PAD = 56
 
 
 def five_point_sources(paths: list[Path], landmarker: Landmarker) -> tuple[np.ndarray, np.ndarray]:
@@ -34,14 +34,11 @@ def five_point_sources(paths: list[Path], landmarker: Landmarker) -> tuple[np.nd
     in the 112 px crop's coordinates."""
     detector = MTCNNDetector(min_face_size=20, min_score=0.5)
     mtcnn, ours = [], []
-    centre = 56 + PAD
     for path in paths:
-        crop = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        padded = cv2.copyMakeBorder(crop, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
-        found = detector.detect(padded)
-        if not found:
+        located = centre_face(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), detector)
+        if located is None:
             continue
-        face = min(found, key=lambda d: np.hypot(*((d.box[:2] + d.box[2:]) / 2 - centre)))
+        padded, face = located
         mtcnn.append(face.points - PAD)
         ours.append(five_from_68(landmarker.predict(padded, [face.box])[0]) - PAD)
     return np.asarray(mtcnn), np.asarray(ours)

@@ -29,6 +29,9 @@ class TrainConfig:
     loss: str = "arcface"
     loss_kwargs: dict = field(default_factory=lambda: {"s": 32.0, "m": 0.5})
     data_dir: str = ""  # empty: <FACEREC_DATA>/recognition/train
+    # Which points aligned the training crops (recorded in the model card): "mtcnn5" for the shared
+    # crops, "landmarks68" for crops re-aligned by ``training.realign`` with our 68-point network.
+    alignment: str = "mtcnn5"
     identity_fraction: float = 1.0
     holdout: float = 0.0  # share of images per identity held out for closed-set classification accuracy
     balance_power: float = 0.5
@@ -49,10 +52,10 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def resolved_data_dir(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else data_root() / "recognition" / "train"
+        return Path(self.data_dir).expanduser() if self.data_dir else data_root() / "recognition" / "train"
 
     def resolved_cache_dir(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else Path.home() / ".cache" / "facerec"
+        return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "facerec"
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name

@@ -33,9 +33,10 @@ class FaceFolder:
 
 def list_identity_folders(root: Path, fraction: float = 1.0, seed: int = 0) -> list[Path]:
     """Identity folders under ``root``, sorted; ``fraction < 1`` keeps a seeded random subset."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"no identity folders in {root}; set FACEREC_DATA to the shared data root")
+        raise FileNotFoundError(f"no identity folders in {root}; set FACEREC_DATA to the shared data root, or "
+                                "make a re-aligned data_dir first with python -m training.realign (its config says how)")
     if fraction < 1.0:
         rng = np.random.default_rng(seed)
         keep = rng.choice(len(folders), size=max(2, round(fraction * len(folders))), replace=False)

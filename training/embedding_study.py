@@ -33,22 +33,20 @@ MODELS = {
     "ElasticFace-Arc": "lfw_cmp_elasticarc-*_flip0.npz", "sub-center ArcFace": "lfw_cmp_subcenter_arcface-*_flip0.npz",
     "triplet": "lfw_cmp_triplet-*_flip0.npz",
 }
-SHIPPED = "lfw_arcface_iresnet18_half_64-*_flip1.npz"
+
+
+def shipped_pattern() -> str:
+    """Cache-file pattern of the service's default embedder, flip TTA on, MTCNN five-point alignment
+    (``-flip_flip1`` excludes the caches of the 68-point and box alignments)."""
+    from app.config import DEFAULT_WEIGHTS
+
+    name = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["name"]
+    return f"lfw_{name}-*-flip_flip1.npz"
 
 
 def find(cache: Path, pattern: str) -> Path | None:
     hits = sorted((cache / "embeddings").glob(pattern), key=lambda p: p.stat().st_mtime)
     return hits[-1] if hits else None
-
-
-def pair_scores(emb: dict[str, np.ndarray], pairs: list[lfw.Pair]) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarity of every pairs.txt pair (NaN rows -- no face -- score -1) and same/different."""
-    def unit(v):
-        return v / np.linalg.norm(v)
-
-    scores = np.array([float(unit(emb[p.a]) @ unit(emb[p.b])) if np.isfinite(emb[p.a]).all()
-                       and np.isfinite(emb[p.b]).all() else -1.0 for p in pairs])
-    return scores, np.array([p.same for p in pairs])
 
 
 def distributions(out: Path, per_model: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
@@ -76,7 +74,7 @@ def distributions(out: Path, per_model: dict[str, tuple[np.ndarray, np.ndarray]]
 def norms_section(out: Path, raw: dict[str, np.ndarray], pairs: list[lfw.Pair], images: Path) -> list[str]:
     """Do low-norm embeddings come from hard images? Verification accuracy by the pair's smaller norm."""
     norm = {k: float(np.linalg.norm(v)) for k, v in raw.items() if np.isfinite(v).all()}
-    scores, same = pair_scores(raw, pairs)
+    scores, same = lfw.pair_scores(raw, pairs)
     ok = np.array([p.a in norm and p.b in norm for p in pairs])
     low = np.array([min(norm[p.a], norm[p.b]) if k else np.nan for p, k in zip(pairs, ok)])
     t = metrics.best_threshold(scores[ok], same[ok])
@@ -172,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         if path is None:
             log.warning("no cached embeddings for %s (%s); evaluate it first", label, pattern)
             continue
-        per_model[label] = pair_scores(load_embeddings(path), pairs)
+        per_model[label] = lfw.pair_scores(load_embeddings(path), pairs)
         used[label] = path.name
-    shipped_path = find(args.cache_dir, SHIPPED)
+    shipped_path = find(args.cache_dir, shipped_pattern())
     if shipped_path is None:
         sys.exit("no cached embeddings of the shipped model: run training.evaluate on it first")
     shipped = load_embeddings(shipped_path)
@@ -182,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     dist_rows = distributions(args.out, per_model)
     norm_rows = norms_section(args.out, shipped, pairs, root / "images")
     tsne_map(args.out, shipped, people)
-    scores, same = pair_scores(shipped, pairs)
+    scores, same = lfw.pair_scores(shipped, pairs)
     worst_errors(args.out, scores, same, pairs, root / "images")
     (args.out / "models.json").write_text(json.dumps(used, indent=2))
     text = ["# What the embeddings look like", "",

@@ -1,6 +1,6 @@
 """Export a training run's backbone as a committed weight file plus its model card.
 
-    python -m training.export --run runs/arcface_iresnet18_half_80 --out models/weights/arcface_iresnet18_half_80.pt --flip-tta
+    python -m training.export --run runs/arcface_iresnet18_half_80_lm68 --out models/weights/arcface_iresnet18_half_80_lm68.pt --flip-tta
 
 The weights are stored in fp16 (half the size; inference loads them back as fp32). Metrics and
 calibrated thresholds are added to the card by ``training.evaluate --update-card``.
@@ -46,6 +46,12 @@ def reproduce_config(name: str, run: Path) -> str:
     return str(committed) if committed.exists() else str(run / "config.yaml")
 
 
+def realigned_with(data_dir: Path) -> str | None:
+    """The landmark weights ``training.realign`` re-aligned ``data_dir`` with (from its summaries)."""
+    summaries = sorted(data_dir.glob("realign_*of*.json"))
+    return json.loads(summaries[0].read_text())["landmarks"] if summaries else None
+
+
 def export(run: Path, out: Path, flip_tta: bool) -> Path:
     """Write ``out`` (fp16 state dict) and ``out.with_suffix('.json')`` (the card)."""
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
@@ -55,6 +61,11 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
     torch.save(weights, out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     classes = json.loads((run / "classes.json").read_text())
+    landmarks = realigned_with(cfg.resolved_data_dir())
+    reproduce = f"python -m training.train --config {reproduce_config(cfg.name, run)}"
+    if landmarks:
+        reproduce = (f"python -m training.realign --landmarks {landmarks} --out {cfg.data_dir} "
+                     f"&& {reproduce}")
     card = {
         "name": cfg.name,
         # Flip TTA changes the vectors, so it is part of the version that enrolled faces are tagged with.
@@ -64,6 +75,9 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
         "arch_kwargs": {"dropout": 0.0},
         "input_size": cfg.input_size,
         "crop": "112x112 ArcFace 5-point template, resized with INTER_AREA to input_size",
+        # The points the training crops were aligned from; serving with the same aligner avoids a
+        # train/serve mismatch (FACEREC_ALIGNER).
+        "training_alignment": cfg.alignment,
         "normalisation": "RGB, (x / 127.5) - 1",
         "embedding_size": cfg.embedding_dim,
         "embedding_dim": cfg.embedding_dim,
@@ -74,12 +88,13 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
                       "CelebA, University of Essex faces94/grimace); not for commercial use",
             "identities": len(classes),
             "identity_fraction": cfg.identity_fraction,
+            "realigned_with": landmarks,  # None: the shared crops, aligned from MTCNN's five points
         },
         "loss": {"name": cfg.loss, **cfg.loss_kwargs},
         "config": cfg.to_dict(),
         "training": training_summary(run),
         "commit": git_commit(),
-        "reproduce": f"python -m training.train --config {reproduce_config(cfg.name, run)}",
+        "reproduce": reproduce,
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     log.info("exported %s (%d bytes), version %s", out, out.stat().st_size, card["version"])

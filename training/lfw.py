@@ -130,3 +130,13 @@ def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None
         out.update(zip(chunk, pipeline.embedder.embed(crops, normalize=normalize)))
     nan = np.full(pipeline.embedder.dim, np.nan, np.float32)
     return {n: out.get(n, nan) for n in names}
+
+
+def pair_scores(emb: dict[str, np.ndarray], pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity of every pairs.txt pair (NaN rows -- no face -- score -1) and same/different."""
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    scores = np.array([float(unit(emb[p.a]) @ unit(emb[p.b])) if np.isfinite(emb[p.a]).all()
+                       and np.isfinite(emb[p.b]).all() else -1.0 for p in pairs])
+    return scores, np.array([p.same for p in pairs])
