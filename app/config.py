@@ -12,7 +12,7 @@ from app.services.index import IndexParams
 from models import WEIGHTS_DIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_80_lm68.pt"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_80_lm68_light.pt"
 
 
 class Settings(BaseSettings):

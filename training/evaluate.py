@@ -1,7 +1,7 @@
 """Evaluate an embedder through the full pipeline on LFW photos (detect -> align -> embed).
 
-    python -m training.evaluate --weights models/weights/arcface_iresnet18_half_80_lm68.pt \
-        --out reports/lfw/arcface_iresnet18_half_80_lm68 --update-card
+    python -m training.evaluate --weights models/weights/arcface_iresnet18_half_80_lm68_light.pt \
+        --out reports/lfw/arcface_iresnet18_half_80_lm68_light --update-card
 
 Writes ``metrics.json``, ``report.md`` and PNG plots. Detections are cached in ``--cache-dir``
 (default ``~/.cache/facerec``), so later runs only embed.

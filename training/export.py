@@ -1,6 +1,6 @@
 """Export a training run's backbone as a committed weight file plus its model card.
 
-    python -m training.export --run runs/arcface_iresnet18_half_80_lm68 --out models/weights/arcface_iresnet18_half_80_lm68.pt --flip-tta
+    python -m training.export --run runs/arcface_iresnet18_half_80_lm68_light --out models/weights/arcface_iresnet18_half_80_lm68_light.pt --flip-tta
 
 The weights are stored in fp16 (half the size; inference loads them back as fp32). Metrics and
 calibrated thresholds are added to the card by ``training.evaluate --update-card``.

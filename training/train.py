@@ -1,6 +1,6 @@
 """Train a face embedder with a margin head.
 
-    python -m training.train --config training/configs/arcface_iresnet18_half_80_lm68.yaml
+    python -m training.train --config training/configs/arcface_iresnet18_half_80_lm68_light.yaml
     python -m training.train --config ... --resume          # continue from the last checkpoint
     python -m training.train --set steps=200 --set name=smoke # any field can be overridden
 
