@@ -33,7 +33,7 @@ from models.landmarker import Landmarker, apply_affine, invert_affine
 from models.landmarks import five_from_68
 from training import lfw
 from training.config import data_root
-from training.landmark_data import _nearest_box, read_split
+from training.landmark_data import nearest_box, read_split
 
 log = logging.getLogger("training.alignment_points")
 SOURCES = ("mtcnn", "ours")
@@ -51,10 +51,10 @@ def five_points(image: np.ndarray, detector: MTCNNDetector, landmarker: Landmark
     if not found:
         return None
     if near is not None:
-        box = _nearest_box(np.stack([d.box for d in found]), near)
+        box = nearest_box(np.stack([d.box for d in found]), near)
         if box is None:
             return None
-        face = next(d for d in found if d.box is box or np.array_equal(d.box, box))
+        face = next(d for d in found if np.array_equal(d.box, box))
     else:
         face = lfw.central_face(found, image.shape)
         if face is None:

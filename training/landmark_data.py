@@ -60,7 +60,7 @@ def extent(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(1), points.max(1)], axis=1)
 
 
-def _nearest_box(boxes: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
+def nearest_box(boxes: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
     """The detected box whose centre is nearest the landmarks' centre, if it overlaps them."""
     centre = pts.mean(0)
     best = min(boxes, key=lambda b: np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))
@@ -79,7 +79,7 @@ def detector_boxes(names: list[str], images: list[np.ndarray], points: np.ndarra
     found = np.full((len(names), 4), np.nan, np.float32)
     for i, (image, pts) in enumerate(zip(images, points)):
         dets = detector.detect(image)
-        box = _nearest_box(np.stack([d.box for d in dets]), pts) if dets else None
+        box = nearest_box(np.stack([d.box for d in dets]), pts) if dets else None
         if box is not None:
             found[i] = box
     ok = np.isfinite(found[:, 0])
