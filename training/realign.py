@@ -30,6 +30,7 @@ from models.landmarker import Landmarker
 from models.landmarks import five_from_68
 from models.types import Detection
 from training.config import data_root
+from training.lfw import central_face
 
 log = logging.getLogger("training.realign")
 PAD = 56
@@ -38,11 +39,8 @@ PAD = 56
 def centre_face(crop: np.ndarray, detector: MTCNNDetector) -> tuple[np.ndarray, Detection] | None:
     """The padded crop and the detection nearest its centre (the aligned face), or ``None``."""
     padded = cv2.copyMakeBorder(crop, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
-    found = detector.detect(padded)
-    if not found:
-        return None
-    centre = crop.shape[0] / 2 + PAD
-    return padded, min(found, key=lambda d: np.hypot(*((d.box[:2] + d.box[2:]) / 2 - centre)))
+    face = central_face(detector.detect(padded), padded.shape)
+    return None if face is None else (padded, face)
 
 
 def realign(crop: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker,
