@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from training.heads import (
+    AdaFaceMargin,
     ArcFaceMargin,
     CombinedMargin,
     CosFaceMargin,
@@ -146,3 +147,63 @@ def test_subcenter_head_takes_the_best_subcentre():
     assert torch.allclose(cos, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     loss = head(torch.tensor([[0.0, 2.0]], requires_grad=True), torch.tensor([0]))
     assert torch.isfinite(loss)
+
+
+def _adaface_at(q: float, m: float = 0.4) -> AdaFaceMargin:
+    """An AdaFace margin in eval mode whose running statistics give norm 10 exactly quality ``q``
+    (mean 10, std 1, h 1)."""
+    margin = AdaFaceMargin(16.0, m, h=1.0).eval()
+    margin.norm_mean.fill_(10.0 - q)
+    margin.norm_std.fill_(1.0 - 1e-3)
+    return margin
+
+
+def test_adaface_spans_arcface_cosface_and_the_bonus_margin():
+    theta = torch.linspace(0.5, 2.5, 40)  # inside (m, pi - m): no clipping
+    cos = torch.stack([torch.cos(theta), 0.1 * torch.ones(40)], 1)
+    labels = torch.zeros(40, dtype=torch.long)
+    norms = torch.full((40,), 10.0)
+    # Poor image (q = -1): ArcFace's angular margin; average (q = 0): CosFace's; good (q = +1): by hand.
+    assert torch.allclose(_adaface_at(-1.0)(cos, labels, norms), ArcFaceMargin(16.0, 0.4)(cos, labels), atol=1e-4)
+    assert torch.allclose(_adaface_at(0.0)(cos, labels, norms), CosFaceMargin(16.0, 0.4)(cos, labels), atol=1e-4)
+    good = _adaface_at(1.0)(cos, labels, norms)
+    assert torch.allclose(good[:, 0], 16.0 * (torch.cos(theta - 0.4) - 0.8), atol=1e-4)
+    assert torch.allclose(good[:, 1], 16.0 * cos[:, 1])  # other classes untouched
+
+
+@pytest.mark.parametrize("q", [-1.0, -0.3, 0.0, 0.5, 1.0])
+def test_adaface_is_monotonic_and_finite_everywhere(q):
+    theta = torch.linspace(0.0, math.pi, 3001)
+    cos = torch.stack([torch.cos(theta), torch.zeros_like(theta)], 1).requires_grad_()
+    target = _adaface_at(q, m=0.7)(cos, torch.zeros(len(theta), dtype=torch.long), torch.full((3001,), 10.0))[:, 0]
+    assert torch.all(target[1:] <= target[:-1] + 1e-3)
+    target.sum().backward()
+    assert torch.isfinite(cos.grad).all()
+
+
+def test_adaface_tracks_norm_statistics_in_training_only_and_detaches_norms():
+    margin = AdaFaceMargin(32.0, 0.4, momentum=0.5)
+    cos = torch.tensor([[0.6, 0.1], [0.2, 0.3]], requires_grad=True)
+    norms = torch.tensor([10.0, 30.0], requires_grad=True)
+    margin.train()(cos, torch.tensor([0, 1]), norms).sum().backward()
+    assert norms.grad is None  # the margin reads quality; it does not train the norm
+    assert margin.norm_mean.item() == pytest.approx(0.5 * 20.0 + 0.5 * 20.0)
+    assert margin.norm_std.item() == pytest.approx(0.5 * 100.0 + 0.5 * float(torch.tensor([10.0, 30.0]).std()))
+    before = margin.norm_mean.clone()
+    margin.eval()(cos, torch.tensor([0, 1]), norms)
+    assert margin.norm_mean == before
+
+
+def test_adaface_head_passes_norms_and_bare_margin_call_is_refused():
+    head = create_head("adaface", 4, 3, s=16.0, m=0.4)
+    emb = torch.randn(5, 4, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    loss = head(emb, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+    with pytest.raises(ValueError, match="MarginHead.logits"):
+        head.margin(head.cosines(emb), labels)
+    # A larger norm with the same direction is read as a better image: a larger additive margin.
+    head.eval()
+    low, high = head.logits(emb[:1] * 0.1, labels[:1]), head.logits(emb[:1] * 100, labels[:1])
+    assert high[0, 0] < low[0, 0]

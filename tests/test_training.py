@@ -58,6 +58,18 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert embedder.embed([]).shape == (0, 16)
 
 
+def test_adaface_training_keeps_its_norm_statistics_across_resume(tiny_tree: Path, tmp_path: Path):
+    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3), {"loss": "adaface",
+                                                                      "loss_kwargs": {"s": 16.0, "m": 0.4}})
+    run = train(cfg, resume=False)
+    head = torch.load(run / "checkpoint.pt", weights_only=False)["head"]
+    assert head["margin.norm_mean"].item() != 20.0  # moved from its initial value by three batches
+    cfg_path = run / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("steps: 3", "steps: 4"))
+    train(cfg, resume=True)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+
+
 def test_holdout_keeps_every_identity_in_training_and_reports_accuracy(tiny_tree: Path, tmp_path: Path):
     from training.train import holdout_split
 

@@ -31,6 +31,7 @@ LOSS_KWARGS = {
     "sphereface": {"s": 32.0, "m1": 1.35},
     "elasticarc": {"s": 32.0, "m": 0.5, "sigma": 0.05},
     "subcenter_arcface": {"s": 32.0, "m": 0.5, "subcenters": 3},
+    "adaface": {"s": 32.0, "m": 0.4, "h": 0.333},
     "triplet": {"margin": 0.2, "mining": "semihard", "k": 4},
 }
 LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}

@@ -113,6 +113,58 @@ class ElasticArcMargin(ArcFaceMargin):
         return self.s * cos.scatter(1, labels[:, None], arc_margin(target, m))
 
 
+class AdaFaceMargin(nn.Module):
+    """AdaFace (Kim et al., 2022): a margin that adapts to image quality, read from the embedding norm.
+
+    Each sample's norm is standardised with running batch statistics, scaled by ``h`` and clipped to
+    ``q`` in [-1, 1]. The target logit becomes ``s * (cos(theta - m*q) - m*(1 + q))``: a poor image
+    (``q = -1``) gets ArcFace's angular margin ``m``, an average one CosFace's margin ``m``, a good one
+    (``q = +1``) an angular bonus and an additive margin ``2m`` — so training stresses the hard samples
+    among good images and stops chasing those among images too poor to recognise. The norms are
+    detached: the margin reads quality, it does not train it.
+
+    Past ``theta - m*q = pi`` the cosine would rise again; the logit continues linearly downward there
+    (and stays flat below an angle of 0), so it never rewards moving away from the centre.
+
+    Args:
+        s: logit scale.
+        m: margin.
+        h: how many standard deviations of norm map to ``q = +-1`` (``1/h`` of them; the paper's 0.333).
+        momentum: weight of each batch in the running norm statistics.
+    """
+
+    needs_norms = True
+
+    def __init__(self, s: float = 32.0, m: float = 0.4, h: float = 0.333, momentum: float = 0.01) -> None:
+        super().__init__()
+        if not 0.0 <= m < math.pi / 4:
+            raise ValueError(f"AdaFace margin m={m} must lie in [0, pi/4); the paper uses 0.4")
+        self.s, self.m, self.h, self.momentum = s, m, h, momentum
+        # Start from a wide spread, so early batches get q near 0 (CosFace) until the statistics settle.
+        self.register_buffer("norm_mean", torch.tensor(20.0))
+        self.register_buffer("norm_std", torch.tensor(100.0))
+
+    def quality(self, norms: torch.Tensor) -> torch.Tensor:
+        """``q`` in [-1, 1] per sample, ``(N, 1)``, from the running statistics."""
+        return ((norms - self.norm_mean) / (self.norm_std + 1e-3) * self.h).clamp(-1.0, 1.0)[:, None]
+
+    def forward(self, cos: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+        if norms is None:
+            raise ValueError("AdaFace reads image quality from the embedding norms: call MarginHead.logits "
+                             "(it passes them), not the margin alone")
+        norms = norms.detach().float().reshape(-1).clamp(1e-3, 100.0)
+        if self.training and len(norms) > 1:
+            with torch.no_grad():
+                self.norm_mean.lerp_(norms.mean(), self.momentum)
+                self.norm_std.lerp_(norms.std(), self.momentum)
+        q = self.quality(norms)
+        target = cos.gather(1, labels[:, None])
+        theta = torch.acos(target.clamp(-1 + 1e-7, 1 - 1e-7))  # clamped: acos' gradient is infinite at +-1
+        angle = (theta - self.m * q).clamp_min(0.0)
+        arc = torch.where(angle <= math.pi, torch.cos(angle), -1.0 - (angle - math.pi))
+        return self.s * cos.scatter(1, labels[:, None], arc - self.m * (1.0 + q))
+
+
 class MarginHead(nn.Module):
     """Owns the class centres and turns embeddings into margin logits.
 
@@ -139,9 +191,17 @@ class MarginHead(nn.Module):
             cos = cos.view(len(cos), -1, self.subcenters).amax(dim=2)
         return cos.clamp(-1.0, 1.0)
 
+    def logits(self, embeddings: torch.Tensor, labels: torch.Tensor, cos: torch.Tensor | None = None) -> torch.Tensor:
+        """Margin logits; ``cos`` (from :meth:`cosines`) may be passed in to save computing it twice.
+        A margin that reads image quality (``needs_norms``) also gets the embeddings' norms."""
+        cos = self.cosines(embeddings) if cos is None else cos
+        if getattr(self.margin, "needs_norms", False):
+            return self.margin(cos, labels, embeddings.float().norm(dim=1))
+        return self.margin(cos, labels)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy loss of the margin logits."""
-        return F.cross_entropy(self.margin(self.cosines(embeddings), labels), labels)
+        return F.cross_entropy(self.logits(embeddings, labels), labels)
 
 
 MARGINS: dict[str, type[nn.Module]] = {
@@ -150,6 +210,7 @@ MARGINS: dict[str, type[nn.Module]] = {
     "cosface": CosFaceMargin,
     "combined": CombinedMargin,  # SphereFace: m1 > 1
     "elasticarc": ElasticArcMargin,
+    "adaface": AdaFaceMargin,
 }
 
 

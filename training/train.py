@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         else:
             # Accuracy is read from these cosines, before the step moves the centres towards this batch.
             cos = head.cosines(emb.float())
-            loss = F.cross_entropy(head.margin(cos, y), y)
+            loss = F.cross_entropy(head.logits(emb, y, cos), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
