@@ -2,7 +2,8 @@
 
 The head owns the class centres, normalises embeddings and centres, clamps the cosines and hands
 them to an injected margin ``(cos, labels) -> logits``. Softmax cross-entropy, ArcFace, CosFace and
-SphereFace are then one module with different margins.
+SphereFace are then one module with different margins; a margin that reads image quality (AdaFace,
+``needs_norms = True``) also gets the embeddings' norms, ``(cos, labels, norms) -> logits``.
 """
 from __future__ import annotations
 
