@@ -130,7 +130,8 @@ class AdaFaceMargin(nn.Module):
     Args:
         s: logit scale.
         m: margin.
-        h: how many standard deviations of norm map to ``q = +-1`` (``1/h`` of them; the paper's 0.333).
+        h: ``q = clip(h * z, -1, 1)`` for a norm ``z`` standard deviations from the mean, so ``1/h``
+            deviations reach ``q = +-1`` (the paper's 0.333: three).
         momentum: weight of each batch in the running norm statistics.
     """
 
