@@ -1,6 +1,7 @@
 """The face embedder: aligned 112x112 crops in, L2-normalised embeddings out."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import create_model
+from models.scoring import ScoreFunction, cohort_normalised, cosine_matrix
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,30 @@ class ModelCard:
         return {float(fpr): float(t) for fpr, t in table.items()}
 
 
+def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
+    """The score the card's thresholds were calibrated on: plain cosine, or cosine normalised by the
+    cohort file named in the card's ``scoring`` (checked against its SHA-256)."""
+    scoring = card.raw.get("scoring") or {"method": "cosine"}
+    method = scoring.get("method")
+    if method == "cosine":
+        return cosine_matrix
+    if method != "cohort":
+        raise ValueError(f"model card of {weights} names scoring method {method!r}; "
+                         "known: 'cosine', 'cohort' (re-export it with training.export)")
+    path = weights.parent / scoring["cohort_file"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} (the cohort the card of {weights.name} scores with) is missing; "
+                                "re-export with training.export --cohort-top-k")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != scoring["cohort_sha256"]:
+        raise ValueError(f"{path} does not match the SHA-256 in the card of {weights.name}; "
+                         "export the weights and the cohort together")
+    cohort = np.load(path).astype(np.float32)
+    if cohort.ndim != 2 or cohort.shape[1] != card.embedding_dim:
+        raise ValueError(f"{path} holds an array of shape {cohort.shape}; expected (n, {card.embedding_dim})")
+    return cohort_normalised(cohort, int(scoring["top_k"]))
+
+
 def load_backbone(weights: Path, card: ModelCard) -> nn.Module:
     """Build the card's architecture and load the (fp16-stored) weights as fp32, in eval mode."""
     model = create_model(card.architecture, embedding_dim=card.embedding_dim,
@@ -73,6 +99,9 @@ class Embedder:
         self.model = load_backbone(weights, self.card).to(self.device, memory_format=torch.channels_last)
         self.dim = self.card.embedding_dim
         self.version = self.card.version
+        #: How two of this embedder's vectors are compared (the scale of the card's thresholds).
+        self.score: ScoreFunction = load_score_function(weights, self.card)
+        self.scoring: str = (self.card.raw.get("scoring") or {}).get("method", "cosine")
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import make_client
@@ -97,6 +98,30 @@ def test_identify_reports_candidates_and_threshold(client, known: Path):
     assert sims == sorted(sims, reverse=True)
     assert face["match"]["name"] == "obama" and face["match"]["similarity"] > body["threshold"]
     assert body["fpr"] == 1e-2 and len(face["landmarks"]) == 5
+
+
+def test_identify_scores_with_the_model_cards_scoring(client, known: Path):
+    """The candidate's similarity is the card's score (cohort-normalised cosine for the shipped model)
+    of the photo's embedding (as /embed returns it) and the enrolled one (as stored)."""
+    from app.config import DEFAULT_WEIGHTS
+    from app.db import crud
+    from models.embedder import ModelCard, load_score_function
+
+    enrolled = sorted((known / "train" / "alex_lacamoire").iterdir())
+    probe = known / "test" / "alex_lacamoire1.jpg"
+    assert client.post("/enroll", data={"name": "alex"}, files=files(enrolled)).status_code == 201
+    service = client.app.state.service
+    with service.sessions() as session:
+        g = crud.embeddings(session=session, model_version=service.model_version, dim=512)[2][0]
+    q = client.post("/embed", files=files([probe], "image")).json()["faces"][0]["embedding"]
+    score = load_score_function(DEFAULT_WEIGHTS, ModelCard.load(DEFAULT_WEIGHTS.with_suffix(".json")))
+    expected = float(score(np.array([q]), np.array([g]))[0, 0])
+    body = client.post("/identify", files=files([probe], "image"), data={"top_k": 1}).json()
+    assert body["faces"][0]["candidates"][0]["similarity"] == pytest.approx(expected, abs=1e-4)
+    scoring = client.get("/metrics/idrate").json()["scoring"]
+    assert scoring["method"] in {"cosine", "cohort"}
+    if scoring["method"] == "cohort":  # the cohort term is not zero: this is not the plain cosine
+        assert abs(expected - float(np.dot(q, g))) > 1e-3
 
 
 def test_embed_returns_unit_vectors(client, known: Path):

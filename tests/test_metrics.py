@@ -3,6 +3,7 @@ import pytest
 
 from training.metrics import (
     best_threshold,
+    cohort_normalised,
     cosine_matrix,
     dir_at_fpir,
     idrate,
@@ -86,6 +87,35 @@ def test_dir_at_fpir_hand_computed():
     # FPIR 0: threshold = 0.8; probe a (0.994) clears it, probe b (0.970) too.
     assert points[1].threshold == pytest.approx(0.8)
     assert points[1].tpr == pytest.approx(2 / 3)
+
+
+def test_cohort_normalised_hand_computed():
+    cohort = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    a = np.array([[1.0, 0.0]])  # cohort cosines 1, 0, -1: top-2 mean 0.5
+    b = np.array([[0.6, 0.8]])  # cohort cosines 0.6, 0.8, -0.6: top-2 mean 0.7
+    score = cohort_normalised(cohort, top_k=2)
+    assert score(a, b)[0, 0] == pytest.approx(0.6 - 0.5 * (0.5 + 0.7))
+    # top_k beyond the cohort's size averages the whole cohort
+    assert cohort_normalised(cohort, top_k=10)(a, b)[0, 0] == pytest.approx(0.6 - 0.5 * (0.0 + 0.8 / 3))
+
+
+def test_cohort_normalised_keeps_missed_faces_rejected():
+    score = cohort_normalised(np.eye(2), top_k=1)
+    s = score(np.array([[np.nan, np.nan], [1.0, 0.0]]), np.array([[1.0, 0.0]]))
+    assert s[0, 0] == -np.inf and np.isfinite(s[1, 0])
+
+
+def test_custom_score_reaches_idrate_pairs_and_dir():
+    """A score function replaces the cosine everywhere: negating it flips every positive and negative."""
+    neg_cos = lambda a, b: -cosine_matrix(a, b)  # noqa: E731
+    pos, neg = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS)
+    pos2, neg2 = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS, neg_cos)
+    np.testing.assert_allclose(pos2, -pos)
+    np.testing.assert_allclose(neg2, -neg)
+    gallery, glabels = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array(["a", "b"])
+    point = dir_at_fpir(gallery, glabels, np.array([[0.9, 0.1]]), np.array(["a"]), np.array([[0.6, 0.8]]),
+                        [0.0], neg_cos)[0]
+    assert point.threshold == pytest.approx(-0.6)  # the non-mated probe's best score is now -0.6
 
 
 def test_roc_curve_is_monotonic():

@@ -58,6 +58,33 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert embedder.embed([]).shape == (0, 16)
 
 
+def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_path: Path):
+    run = train(tiny_config(tiny_tree, tmp_path, steps=2), resume=False)
+    plain = Embedder(export(run, tmp_path / "w" / "plain.pt", flip_tta=False))
+    assert plain.scoring == "cosine" and plain.card.raw["scoring"] == {"method": "cosine"}
+
+    weights = export(run, tmp_path / "w" / "c.pt", flip_tta=False, cohort_top_k=2)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["scoring"]["method"] == "cohort" and card["scoring"]["cohort_size"] == 3
+    embedder = Embedder(weights)
+    centres = torch.load(run / "checkpoint.pt", weights_only=False)["head"]["weight"].numpy()
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    a, b = np.random.default_rng(0).normal(size=(2, 1, 16)).astype(np.float32)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    top2 = lambda v: np.sort(centres @ v[0])[-2:].mean()  # noqa: E731
+    expected = float(a[0] @ b[0]) - 0.5 * (top2(a) + top2(b))
+    assert embedder.score(a, b)[0, 0] == pytest.approx(expected, abs=2e-3)  # centres stored in fp16
+    assert plain.score(a, b)[0, 0] == pytest.approx(float(a[0] @ b[0]), abs=1e-5)
+
+    cohort = weights.with_suffix(".cohort.npy")
+    cohort.write_bytes(cohort.read_bytes()[:-2] + b"\0\0")
+    with pytest.raises(ValueError, match="SHA-256"):
+        Embedder(weights)
+    cohort.unlink()
+    with pytest.raises(FileNotFoundError, match="cohort"):
+        Embedder(weights)
+
+
 def test_adaface_training_keeps_its_norm_statistics_across_resume(tiny_tree: Path, tmp_path: Path):
     cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3), {"loss": "adaface",
                                                                       "loss_kwargs": {"s": 16.0, "m": 0.4}})
@@ -147,3 +174,5 @@ def test_triplet_training_runs_resumes_and_exports(tiny_tree: Path, tmp_path: Pa
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in records)
     assert Embedder(export(run, tmp_path / "w" / "t.pt", flip_tta=False)).embed([]).shape == (0, 16)
+    with pytest.raises(ValueError, match="no class centres"):
+        export(run, tmp_path / "w" / "t.pt", flip_tta=False, cohort_top_k=10)

@@ -49,20 +49,24 @@ def split_open_set(people: dict[str, list[str]]):
     return gallery, mated, non_mated
 
 
-def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pairs: list[lfw.Pair]) -> dict:
-    """Every figure of the report from the per-image embeddings (NaN rows = no face found)."""
+def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pairs: list[lfw.Pair],
+                    score=metrics.cosine_matrix) -> dict:
+    """Every figure of the report from the per-image embeddings (NaN rows = no face found).
+
+    ``score`` maps two stacks of embeddings to their score matrix: cosine, as the service matches,
+    unless a probe (``training.fusion``) asks for another."""
     stack = lambda names: np.stack([emb[n] for n in names])  # noqa: E731
     person = lambda names: np.array([n.split("/")[0] for n in names])  # noqa: E731
     query, labels, distractors = split_idrate(people)
-    positives, negatives = metrics.idrate_pairs(stack(query), labels, stack(distractors))
+    positives, negatives = metrics.idrate_pairs(stack(query), labels, stack(distractors), score)
     idr = metrics.tpr_at_fpr(positives, negatives, FPRS)
     calib = {f"{f:g}": metrics.threshold_at_fpr(negatives, f) for f in CALIBRATION_FPRS}
-    scores = np.array([float(metrics.cosine_matrix(emb[p.a][None], emb[p.b][None])[0, 0]) for p in pairs])
+    scores = np.array([float(score(emb[p.a][None], emb[p.b][None])[0, 0]) for p in pairs])
     mean, std, folds = metrics.kfold_accuracy(scores, np.array([p.same for p in pairs]),
                                               np.array([p.fold for p in pairs]))
     gallery, mated, non_mated = split_open_set(people)
     dirs = metrics.dir_at_fpir(stack(gallery), person(gallery), stack(mated), person(mated),
-                               stack(non_mated), FPIRS)
+                               stack(non_mated), FPIRS, score)
     missed = [n for n, v in emb.items() if np.isnan(v).any()]
     return {
         "idrate": [vars(p) for p in idr],
@@ -87,10 +91,14 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     result["model"] = {"name": card["name"], "version": card["version"]}
     result["eval_seconds"] = seconds
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    sc = result.get("scoring", {"method": "cosine"})
+    scored = ("cosine similarity" if sc["method"] == "cosine" else
+              f"cosine normalised by the top-{sc['top_k']} mean cosine to a cohort of {sc['cohort_size']} "
+              "training-identity centres (models/scoring.py)")
     lines = [f"# LFW evaluation: {card['name']}", "",
              f"Model version `{card['version']}` (flip TTA {'on' if card.get('flip_tta') else 'off'}); full pipeline on the LFW photos (MTCNN detect -> "
              f"similarity alignment onto the 112x112 template from {card.get('alignment', 'MTCNN five points')} -> embed). "
-             f"Evaluated in {seconds:.0f} s.", "",
+             f"Scores: {scored}. Evaluated in {seconds:.0f} s.", "",
              "## ID rate (seed protocol, exhaustive)", "",
              f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
              f"{result['idrate_counts']['positives']:,} positive and {result['idrate_counts']['negatives']:,} negative pairs.", "",
@@ -158,9 +166,10 @@ def load_embeddings(path: Path) -> dict[str, np.ndarray]:
 
 def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
                    device: str = "cpu", flip_tta: str = "card", landmark_weights: Path | None = None,
-                   alignment: str = "auto") -> dict:
+                   alignment: str = "auto", scoring: str = "card") -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
 
+    Faces are scored as the service scores them (the card's ``scoring``), unless ``scoring="cosine"``.
     The returned dict also carries ``roc`` (FPR, TPR arrays) for plots that compare models.
     """
     root = (data or data_root()) / "lfw"
@@ -176,7 +185,10 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     if cache_dir is not None:
         save_embeddings(embeddings_path(cache_dir, pipeline, alignment), raw)
     emb = {n: v / np.linalg.norm(v) for n, v in raw.items()}  # NaN rows (no face) stay NaN
-    result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"))
+    score = metrics.cosine_matrix if scoring == "cosine" else pipeline.embedder.score
+    result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"), score)
+    result["scoring"] = ({"method": "cosine"} if scoring == "cosine" else
+                         pipeline.embedder.card.raw.get("scoring") or {"method": "cosine"})
     roc = metrics.roc_curve(*result["_curves"])
     how = ("detector box cropped square, no alignment" if alignment == "box" else
            f"five points from our 68-point network `{pipeline.landmarker.version}`" if pipeline.landmarker else
@@ -202,10 +214,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="align with this 68-point network's weights instead of MTCNN's five points")
     parser.add_argument("--alignment", choices=["auto", "box"], default="auto",
                         help="box: no alignment (the detector box, cropped square) -- the ablation baseline")
+    parser.add_argument("--scoring", choices=["card", "cosine"], default="card",
+                        help="cosine: plain cosine even when the card scores with cohort normalisation")
     args = parser.parse_args(argv)
+    if args.update_card and args.scoring != "card":
+        parser.error("--update-card calibrates the card's own scoring; drop --scoring cosine")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta,
-                            args.landmarks, args.alignment)
+                            args.landmarks, args.alignment, args.scoring)
     if args.update_card:
         update_card(args.weights.with_suffix(".json"), result)
     log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],

@@ -1,9 +1,13 @@
 """Export a training run's backbone as a committed weight file plus its model card.
 
-    python -m training.export --run runs/arcface_iresnet18_half_80_lm68_light --out models/weights/arcface_iresnet18_half_80_lm68_light.pt --flip-tta
+    python -m training.export --run runs/arcface_iresnet18_half_80_lm68_light \
+        --out models/weights/arcface_iresnet18_half_80_lm68_light.pt --flip-tta --cohort-top-k 10
 
-The weights are stored in fp16 (half the size; inference loads them back as fp32). Metrics and
-calibrated thresholds are added to the card by ``training.evaluate --update-card``.
+The weights are stored in fp16 (half the size; inference loads them back as fp32). With
+``--cohort-top-k K`` the head's class centres are saved beside them (``<out>.cohort.npy``) and the
+card tells inference to score with cohort normalisation (``models.scoring``); without it, plain
+cosine. Metrics and calibrated thresholds (on that score's scale) are added to the card by
+``training.evaluate --update-card``.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import logging
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -52,15 +57,32 @@ def realigned_with(data_dir: Path) -> str | None:
     return json.loads(summaries[0].read_text())["landmarks"] if summaries else None
 
 
-def export(run: Path, out: Path, flip_tta: bool) -> Path:
-    """Write ``out`` (fp16 state dict) and ``out.with_suffix('.json')`` (the card)."""
+def export_cohort(head_state: dict, out: Path, top_k: int) -> dict:
+    """Save the head's class centres as unit fp16 rows in ``out.with_suffix('.cohort.npy')``; return
+    the card's ``scoring`` entry."""
+    centres = head_state["weight"].float()
+    centres = (centres / centres.norm(dim=1, keepdim=True)).numpy().astype(np.float16)
+    path = out.with_suffix(".cohort.npy")
+    np.save(path, centres)
+    return {"method": "cohort", "top_k": top_k, "cohort_file": path.name,
+            "cohort_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "cohort_size": len(centres),
+            "cohort_source": "class centres of the training head (one per training identity)"}
+
+
+def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
+    """Write ``out`` (fp16 state dict), ``out.with_suffix('.json')`` (the card) and, when
+    ``cohort_top_k`` > 0, the cohort the card scores with."""
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    if cohort_top_k and cfg.loss == "triplet":
+        raise ValueError(f"{run} was trained with triplet loss: its head has no class centres to use as a "
+                         "cohort; export without --cohort-top-k")
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["backbone"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(weights, out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     classes = json.loads((run / "classes.json").read_text())
+    scoring = export_cohort(state["head"], out, cohort_top_k) if cohort_top_k else {"method": "cosine"}
     landmarks = realigned_with(cfg.resolved_data_dir())
     reproduce = f"python -m training.train --config {reproduce_config(cfg.name, run)}"
     if landmarks:
@@ -82,6 +104,8 @@ def export(run: Path, out: Path, flip_tta: bool) -> Path:
         "embedding_size": cfg.embedding_dim,
         "embedding_dim": cfg.embedding_dim,
         "flip_tta": flip_tta,
+        # How two embeddings are compared; the calibrated thresholds are on this score's scale.
+        "scoring": scoring,
         "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point()),
         "training_data": {
             "source": "FACEREC_DATA/recognition/train (research-use licences: Pinterest celebrity faces, "
@@ -106,9 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--flip-tta", action="store_true", help="embed image + mirror at inference")
+    parser.add_argument("--cohort-top-k", type=int, default=0,
+                        help="score with cohort normalisation over the K nearest class centres (0: cosine)")
     args = parser.parse_args(argv)
+    if args.cohort_top_k < 0:
+        parser.error(f"--cohort-top-k={args.cohort_top_k} must be 0 (cosine) or a positive count")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    export(args.run, args.out, args.flip_tta)
+    export(args.run, args.out, args.flip_tta, args.cohort_top_k)
 
 
 if __name__ == "__main__":

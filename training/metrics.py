@@ -10,31 +10,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every row of ``a`` with every row of ``b``; NaN rows give ``-inf``."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    an = a / np.linalg.norm(a, axis=1, keepdims=True)
-    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
-    sims = an @ bn.T
-    sims[np.isnan(sims)] = -np.inf
-    return sims
+from models.scoring import ScoreFunction, cohort_normalised, cosine_matrix  # noqa: F401 (re-exported)
 
 
-def idrate_pairs(query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def idrate_pairs(query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray,
+                 score: ScoreFunction = cosine_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative similarities of the seed's ID-rate protocol, exhaustively.
 
     Positives: every same-person pair within ``query``. Negatives: every different-person pair
-    within ``query`` plus every (query, distractor) pair.
+    within ``query`` plus every (query, distractor) pair. ``score`` maps two stacks of embeddings to
+    their score matrix (cosine unless told).
     """
     labels = np.asarray(query_labels)
-    qq = cosine_matrix(query, query)
+    qq = score(query, query)
     upper = np.triu(np.ones(qq.shape, bool), k=1)
     same = labels[:, None] == labels[None, :]
     positives = qq[upper & same]
-    negatives = np.concatenate([qq[upper & ~same], cosine_matrix(query, distractors).ravel()])
+    negatives = np.concatenate([qq[upper & ~same], score(query, distractors).ravel()])
     return positives, negatives
 
 
@@ -66,9 +58,9 @@ def tpr_at_fpr(positives: np.ndarray, negatives: np.ndarray, fprs: list[float]) 
 
 
 def idrate(query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray,
-           fprs: list[float]) -> list[RatePoint]:
+           fprs: list[float], score: ScoreFunction = cosine_matrix) -> list[RatePoint]:
     """The seed's ID rate (TPR@FPR) of ``query`` and ``distractors`` embeddings."""
-    positives, negatives = idrate_pairs(query, query_labels, distractors)
+    positives, negatives = idrate_pairs(query, query_labels, distractors, score)
     return tpr_at_fpr(positives, negatives, fprs)
 
 
@@ -126,16 +118,16 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
 
 
 def dir_at_fpir(gallery: np.ndarray, gallery_labels: np.ndarray, mated: np.ndarray, mated_labels: np.ndarray,
-                non_mated: np.ndarray, fpirs: list[float]) -> list[RatePoint]:
+                non_mated: np.ndarray, fpirs: list[float], score: ScoreFunction = cosine_matrix) -> list[RatePoint]:
     """Open-set identification rate: a mated probe is a hit when its rank-1 gallery identity is
     correct and its score is above the threshold at which share ``fpir`` of non-mated probes are
-    (wrongly) accepted (the seed's N-th-largest convention)."""
+    (wrongly) accepted (the seed's N-th-largest convention). ``score`` as in :func:`idrate_pairs`."""
     gallery_labels, mated_labels = np.asarray(gallery_labels), np.asarray(mated_labels)
-    mated_sims = cosine_matrix(mated, gallery)
+    mated_sims = score(mated, gallery)
     top = mated_sims.argmax(1)
     top_score = mated_sims[np.arange(len(top)), top]
     correct = gallery_labels[top] == mated_labels
-    non_mated_top = cosine_matrix(non_mated, gallery).max(1)
+    non_mated_top = score(non_mated, gallery).max(1)
     points = []
     for fpir in fpirs:
         t = threshold_at_fpr(non_mated_top, fpir)

@@ -48,7 +48,8 @@ class IdentityDetailOut(IdentityOut):
 class CandidateOut(BaseModel):
     identity_id: int
     name: str
-    similarity: float
+    similarity: float = Field(description="the model's match score (GET /metrics/idrate: `scoring`): cosine similarity, or "
+                              "cosine minus the face pair's cohort term; `threshold` is on the same scale")
 
 
 class DetectedFaceOut(BaseModel):

@@ -99,6 +99,12 @@ def identities_of_faces(*, session: Session, face_ids: list[int]) -> dict[int, i
     return {f: i for f, i in rows}
 
 
+def face_embeddings(*, session: Session, face_ids: list[int], dim: int) -> dict[int, np.ndarray]:
+    """Stored embeddings by face id (faces deleted meanwhile are absent)."""
+    rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(face_ids)))
+    return {f: np.frombuffer(e, np.float32).reshape(dim) for f, e in rows}
+
+
 def add_api_key(*, session: Session, name: str, role: str, key_hash: str, prefix: str) -> ApiKey:
     key = ApiKey(name=name, role=role, key_hash=key_hash, prefix=prefix)
     session.add(key)

@@ -1,0 +1,45 @@
+"""How two faces are scored: cosine similarity, or cosine with cohort normalisation.
+
+Both are score functions with one signature, ``score(a, b) -> (len(a), len(b))`` over stacks of
+embeddings, so the service, the evaluation and the metrics use whichever the model card names.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+ScoreFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``; NaN rows give ``-inf``."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+    sims = an @ bn.T
+    sims[np.isnan(sims)] = -np.inf
+    return sims
+
+
+def cohort_normalised(cohort: np.ndarray, top_k: int) -> ScoreFunction:
+    """A score function: cosine minus the mean of both faces' ``top_k`` highest cosines to ``cohort``.
+
+    Cohort (adaptive) score normalisation, from speaker verification: a face that resembles many
+    cohort faces (a common look) needs more evidence to match. Our cohort is the embedder's own
+    training identities (the class centres of its margin head). A NaN row keeps its ``-inf`` scores."""
+    if top_k < 1:
+        raise ValueError(f"top_k={top_k} must be at least 1")
+    cohort = np.asarray(cohort, np.float32)
+
+    def cohort_mean(x: np.ndarray) -> np.ndarray:
+        sims = cosine_matrix(x, cohort)
+        k = min(top_k, sims.shape[1])
+        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+        return np.where(np.isfinite(top).all(1), top.mean(1), 0.0).astype(np.float32)
+
+    def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return cosine_matrix(a, b) - 0.5 * (cohort_mean(a)[:, None] + cohort_mean(b)[None, :])
+
+    return score
