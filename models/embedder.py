@@ -42,6 +42,11 @@ class ModelCard:
         return cls(raw["name"], raw["version"], raw["architecture"], raw.get("arch_kwargs", {}),
                    raw["input_size"], raw["embedding_dim"], bool(raw.get("flip_tta", False)), raw)
 
+    @property
+    def scoring(self) -> dict:
+        """How two embeddings are compared (``{"method": "cosine"}`` for cards older than scoring)."""
+        return self.raw.get("scoring") or {"method": "cosine"}
+
     def thresholds(self) -> dict[float, float]:
         """Calibrated similarity thresholds by false-positive rate (from the card's ID-rate negatives)."""
         table = self.raw.get("thresholds", {})
@@ -51,7 +56,7 @@ class ModelCard:
 def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
     """The score the card's thresholds were calibrated on: plain cosine, or cosine normalised by the
     cohort file named in the card's ``scoring`` (checked against its SHA-256)."""
-    scoring = card.raw.get("scoring") or {"method": "cosine"}
+    scoring = card.scoring
     method = scoring.get("method")
     if method == "cosine":
         return cosine_matrix
@@ -101,7 +106,7 @@ class Embedder:
         self.version = self.card.version
         #: How two of this embedder's vectors are compared (the scale of the card's thresholds).
         self.score: ScoreFunction = load_score_function(weights, self.card)
-        self.scoring: str = (self.card.raw.get("scoring") or {}).get("method", "cosine")
+        self.scoring: str = self.card.scoring["method"]
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""

@@ -187,8 +187,7 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     emb = {n: v / np.linalg.norm(v) for n, v in raw.items()}  # NaN rows (no face) stay NaN
     score = metrics.cosine_matrix if scoring == "cosine" else pipeline.embedder.score
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"), score)
-    result["scoring"] = ({"method": "cosine"} if scoring == "cosine" else
-                         pipeline.embedder.card.raw.get("scoring") or {"method": "cosine"})
+    result["scoring"] = {"method": "cosine"} if scoring == "cosine" else pipeline.embedder.card.scoring
     roc = metrics.roc_curve(*result["_curves"])
     how = ("detector box cropped square, no alignment" if alignment == "box" else
            f"five points from our 68-point network `{pipeline.landmarker.version}`" if pipeline.landmarker else

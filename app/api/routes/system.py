@@ -26,6 +26,6 @@ def idrate(service: ServiceDep) -> dict:
         "model": {"name": card["name"], "version": card["version"], "training_data": card.get("training_data")},
         "evaluation": card.get("metrics"),
         "thresholds": card.get("thresholds"),
-        "scoring": card.get("scoring") or {"method": "cosine"},
+        "scoring": service.pipeline.embedder.card.scoring,
         "gallery": service.gallery_idrate(),
     }
