@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.config import DEFAULT_WEIGHTS
+from app.db import crud
+from models.embedder import ModelCard, load_score_function
 from tests.conftest import make_client
 
 PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
@@ -103,10 +106,6 @@ def test_identify_reports_candidates_and_threshold(client, known: Path):
 def test_identify_scores_with_the_model_cards_scoring(client, known: Path):
     """The candidate's similarity is the card's score (cohort-normalised cosine for the shipped model)
     of the photo's embedding (as /embed returns it) and the enrolled one (as stored)."""
-    from app.config import DEFAULT_WEIGHTS
-    from app.db import crud
-    from models.embedder import ModelCard, load_score_function
-
     enrolled = sorted((known / "train" / "alex_lacamoire").iterdir())
     probe = known / "test" / "alex_lacamoire1.jpg"
     assert client.post("/enroll", data={"name": "alex"}, files=files(enrolled)).status_code == 201

@@ -107,7 +107,7 @@ def test_cohort_normalised_keeps_missed_faces_rejected():
 
 def test_custom_score_reaches_idrate_pairs_and_dir():
     """A score function replaces the cosine everywhere: negating it flips every positive and negative."""
-    neg_cos = lambda a, b: -cosine_matrix(a, b)  # noqa: E731
+    neg_cos = lambda a, b: -cosine_matrix(a, b)
     pos, neg = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS)
     pos2, neg2 = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS, neg_cos)
     np.testing.assert_allclose(pos2, -pos)

@@ -71,7 +71,7 @@ def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     a, b = np.random.default_rng(0).normal(size=(2, 1, 16)).astype(np.float32)
     a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    top2 = lambda v: np.sort(centres @ v[0])[-2:].mean()  # noqa: E731
+    top2 = lambda v: np.sort(centres @ v[0])[-2:].mean()
     expected = float(a[0] @ b[0]) - 0.5 * (top2(a) + top2(b))
     assert embedder.score(a, b)[0, 0] == pytest.approx(expected, abs=2e-3)  # centres stored in fp16
     assert plain.score(a, b)[0, 0] == pytest.approx(float(a[0] @ b[0]), abs=1e-5)
