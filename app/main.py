@@ -63,8 +63,9 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     keys = build_keys(settings, sessions)
     device = pick_device(settings.device)
     # numpy's OpenBLAS threads spin-wait after every call and take the cores from the networks that
-    # run next (measured: one 40 x 512 score product doubled the next embedding, 16 -> 35 ms). The
-    # service's numpy products are small; one BLAS thread is enough and torch keeps its own pool.
+    # run next (bench/pipeline_speed.py with cohort scoring: group photo 124 -> 103 ms, 4 clients
+    # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
+    # enough, and torch keeps its own pool.
     threadpool_limits(1, user_api="blas")
     landmarker = Landmarker(settings.landmark_weights, device) if settings.aligner == "landmarks68" else None
     pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score,
