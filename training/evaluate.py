@@ -53,8 +53,8 @@ def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pa
                     score=metrics.cosine_matrix) -> dict:
     """Every figure of the report from the per-image embeddings (NaN rows = no face found).
 
-    ``score`` maps two stacks of embeddings to their score matrix: cosine, as the service matches,
-    unless a probe (``training.fusion``) asks for another."""
+    ``score`` maps two stacks of embeddings to their score matrix: cosine unless told (the evaluation
+    passes the model card's score, as the service matches; ``training.fusion`` its probes')."""
     stack = lambda names: np.stack([emb[n] for n in names])  # noqa: E731
     person = lambda names: np.array([n.split("/")[0] for n in names])  # noqa: E731
     query, labels, distractors = split_idrate(people)
