@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
     if hashlib.sha256(data).hexdigest() != scoring["cohort_sha256"]:
         raise ValueError(f"{path} does not match the SHA-256 in the card of {weights.name}; "
                          "export the weights and the cohort together")
-    cohort = np.load(path).astype(np.float32)
+    cohort = np.load(io.BytesIO(data)).astype(np.float32)
     if cohort.ndim != 2 or cohort.shape[1] != card.embedding_dim:
         raise ValueError(f"{path} holds an array of shape {cohort.shape}; expected (n, {card.embedding_dim})")
     return cohort_normalised(cohort, int(scoring["top_k"]))
@@ -106,7 +107,6 @@ class Embedder:
         self.version = self.card.version
         #: How two of this embedder's vectors are compared (the scale of the card's thresholds).
         self.score: ScoreFunction = load_score_function(weights, self.card)
-        self.scoring: str = self.card.scoring["method"]
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""

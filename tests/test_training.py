@@ -61,7 +61,7 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
 def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_path: Path):
     run = train(tiny_config(tiny_tree, tmp_path, steps=2), resume=False)
     plain = Embedder(export(run, tmp_path / "w" / "plain.pt", flip_tta=False))
-    assert plain.scoring == "cosine" and plain.card.raw["scoring"] == {"method": "cosine"}
+    assert plain.card.scoring["method"] == "cosine" and plain.card.raw["scoring"] == {"method": "cosine"}
 
     weights = export(run, tmp_path / "w" / "c.pt", flip_tta=False, cohort_top_k=2)
     card = json.loads(weights.with_suffix(".json").read_text())

@@ -284,7 +284,7 @@ class RecognitionService:
             owner = crud.identities_of_faces(session=session, face_ids=valid)
             names = crud.identity_names(session=session, identity_ids=sorted(set(owner.values())))
             stored = (crud.face_embeddings(session=session, face_ids=valid, dim=embedder.dim)
-                      if embedder.scoring != "cosine" else {})
+                      if embedder.card.scoring["method"] != "cosine" else {})
         if stored:
             rescored_sims, rescored_ids = [], []
             for query, row_ids in zip(queries, ids):
