@@ -176,3 +176,58 @@ def test_triplet_training_runs_resumes_and_exports(tiny_tree: Path, tmp_path: Pa
     assert Embedder(export(run, tmp_path / "w" / "t.pt", flip_tta=False)).embed([]).shape == (0, 16)
     with pytest.raises(ValueError, match="no class centres"):
         export(run, tmp_path / "w" / "t.pt", flip_tta=False, cohort_top_k=10)
+
+
+def test_weight_average_is_a_running_mean_then_an_ema():
+    from training.averaging import WeightAverage
+
+    layer = torch.nn.BatchNorm1d(2)
+    avg = WeightAverage({"m": layer}, decay=0.5)
+    values = [1.0, 3.0, 5.0, 9.0]
+    for v in values:
+        with torch.no_grad():
+            layer.weight.fill_(v)
+        layer.num_batches_tracked.fill_(int(v))
+        avg.update({"m": layer})
+    # updates 1-2: running mean (1, then 2); 3-4: EMA with weight 0.5 (3.5, then 6.25)
+    assert avg.state["m"]["weight"].tolist() == [6.25, 6.25]
+    assert avg.state["m"]["num_batches_tracked"].item() == 9  # integer buffers are copied
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage({"m": layer}, decay=1.0)
+
+
+def test_weight_averaged_training_exports_the_average_and_resumes_exactly(tiny_tree: Path, tmp_path: Path,
+                                                                          monkeypatch):
+    import training.train as train_module
+
+    run_a = train(apply_overrides(tiny_config(tiny_tree, tmp_path / "a", steps=4), {"ema_decay": 0.5}), resume=False)
+
+    # The same run killed right after its step-2 checkpoint, then resumed.
+    class Killed(Exception):
+        pass
+
+    save = train_module.save_checkpoint
+
+    def save_then_die(path, step, *args):
+        save(path, step, *args)
+        if step == 2:
+            raise Killed
+
+    cfg_b = apply_overrides(tiny_config(tiny_tree, tmp_path / "b", steps=4), {"ema_decay": 0.5})
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(cfg_b, resume=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    run_b = train(cfg_b, resume=True)
+
+    a = torch.load(run_a / "checkpoint.pt", weights_only=False)
+    b = torch.load(run_b / "checkpoint.pt", weights_only=False)
+    assert a["live"]["updates"] == b["live"]["updates"] == 4
+    for key in a["backbone"]:
+        assert torch.allclose(a["backbone"][key].float(), b["backbone"][key].float(), atol=1e-6), key
+        assert torch.allclose(a["live"]["backbone"][key].float(), b["live"]["backbone"][key].float(), atol=1e-6), key
+    # The average differs from the live weights, and the export is the average.
+    name = "stem.0.weight"
+    assert not torch.allclose(a["backbone"][name], a["live"]["backbone"][name])
+    weights = torch.load(export(run_a, tmp_path / "w.pt", flip_tta=False), weights_only=True)
+    assert torch.equal(weights[name], a["backbone"][name].half())

@@ -39,6 +39,9 @@ class TrainConfig:
     steps: int = 10000
     lr: float = 0.1
     head_lr_mult: float = 1.0
+    # > 0: keep an exponential moving average of the weights (training.averaging) and export that;
+    # its horizon is 1 / (1 - ema_decay) steps (0.998: the last ~500).
+    ema_decay: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_steps: int = 300

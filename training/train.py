@@ -23,6 +23,7 @@ import yaml
 from tqdm import tqdm
 
 from models import create_model
+from training.averaging import WeightAverage
 from training.config import TrainConfig, config_from_dict, load_config
 from training.data import BatchSampler, augment, list_identity_folders, load_face_folder, normalise
 from training.heads import create_head
@@ -99,12 +100,20 @@ def classification_accuracy(backbone, head, images, labels, cfg: TrainConfig, de
     return correct / len(labels)
 
 
-def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen) -> None:
-    """Write atomically, so a run killed mid-write still resumes from the previous checkpoint."""
+def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen,
+                    ema: WeightAverage | None = None) -> None:
+    """Write atomically, so a run killed mid-write still resumes from the previous checkpoint.
+
+    With weight averaging on, ``backbone`` and ``head`` hold the *averaged* weights (what export and
+    evaluation read) and ``live`` the weights training continues from."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "backbone": backbone.state_dict(), "head": head.state_dict(),
-                "optimiser": optimiser.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
-                "torch_rng": gen.get_state()}, tmp)
+    state = {"step": step, "backbone": backbone.state_dict(), "head": head.state_dict(),
+             "optimiser": optimiser.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
+             "torch_rng": gen.get_state()}
+    if ema is not None:
+        state["live"] = {"backbone": state["backbone"], "head": state["head"], "updates": ema.updates}
+        state["backbone"], state["head"] = ema.state["backbone"], ema.state["head"]
+    torch.save(state, tmp)
     tmp.replace(path)
 
 
@@ -136,11 +145,16 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     else:
         sampler = BatchSampler(data.labels[train_idx], cfg.batch_size, cfg.balance_power, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    ema = WeightAverage({"backbone": backbone, "head": head}, cfg.ema_decay) if cfg.ema_decay else None
     start = 0
     if resume:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
+        live = state.get("live", state)
+        backbone.load_state_dict(live["backbone"])
+        head.load_state_dict(live["head"])
+        if ema is not None:
+            ema.load_state_dict({"decay": cfg.ema_decay, "updates": live["updates"],
+                                 "state": {"backbone": state["backbone"], "head": state["head"]}})
         optimiser.load_state_dict(state["optimiser"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
         gen.set_state(state["torch_rng"])
@@ -183,6 +197,8 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
         optimiser.step()
+        if ema is not None:
+            ema.update({"backbone": backbone, "head": head})
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
         seen += len(y)
@@ -198,8 +214,11 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         if done % steps_per_epoch == 0 or done == cfg.steps:
-            save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen)
+            save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
     log_file.close()
+    if ema is not None:  # what is measured below and exported is the average
+        backbone.load_state_dict(ema.state["backbone"])
+        head.load_state_dict(ema.state["head"])
     if len(held_idx) and not triplet:  # no class centres, no closed-set classifier
         acc = classification_accuracy(backbone, head, data.images[held_idx], data.labels[held_idx], cfg, device)
         (run / "holdout.json").write_text(json.dumps({"images": int(len(held_idx)), "accuracy": acc}))
