@@ -27,3 +27,31 @@ def test_ensemble_refuses_caches_of_different_photos():
         ensemble([{"a": np.ones(4)}, {"b": np.ones(4)}])
     with pytest.raises(ValueError, match="at least one"):
         ensemble([])
+
+
+def test_tabled_cohort_score_equals_the_shipped_cohort_score():
+    from training.metrics import cohort_normalised
+    from training.score_probes import table_score
+
+    rng = np.random.default_rng(1)
+    faces = rng.normal(size=(6, 8)).astype(np.float32)
+    faces[2] = np.nan  # a missed face stays rejected
+    cohort = rng.normal(size=(5, 8)).astype(np.float32)
+    tabled = table_score(faces, cohort, k=2, spread=False)(faces[:3], faces)
+    shipped = cohort_normalised(cohort, 2)(faces[:3], faces)
+    assert np.array_equal(np.isinf(tabled), np.isinf(shipped))
+    assert np.allclose(tabled[np.isfinite(tabled)], shipped[np.isfinite(shipped)], atol=1e-6)
+    # S-norm: a face's score to itself is (1 - mu) / sigma of its top-2 cohort cosines.
+    snorm = table_score(faces, cohort, k=2, spread=True)(faces[:1], faces[:1])[0, 0]
+    top = np.sort(cosine_matrix(faces[:1], cohort)[0])[-2:]
+    assert snorm == pytest.approx((1 - top.mean()) / top.std(), rel=1e-5)
+
+
+def test_whitening_map_whitens_its_covariance():
+    from training.score_probes import inverse_sqrt
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(4, 4))
+    cov = a @ a.T + np.eye(4)
+    m = inverse_sqrt(cov, shrink=0.0)
+    assert np.allclose(m @ cov @ m, np.eye(4), atol=1e-8)

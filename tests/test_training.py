@@ -231,3 +231,14 @@ def test_weight_averaged_training_exports_the_average_and_resumes_exactly(tiny_t
     assert not torch.allclose(a["backbone"][name], a["live"]["backbone"][name])
     weights = torch.load(export(run_a, tmp_path / "w.pt", flip_tta=False), weights_only=True)
     assert torch.equal(weights[name], a["backbone"][name].half())
+
+
+def test_extra_identities_drop_possible_lfw_people_and_keep_one_of_each_duplicate_group():
+    from training.extra_identities import select
+
+    e = np.eye(6, dtype=np.float32)
+    faces = np.stack([e[0], e[1], e[1] + 0.4 * e[2], e[1] + 0.9 * e[2], e[4]])  # cos(1, 3) = 0.74 only
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    lfw = e[[4, 5]]  # face 4 is (possibly) someone in LFW
+    keep = select(faces, lfw, max_lfw_cosine=0.7, duplicate_cosine=0.9)
+    assert keep.tolist() == [0, 1]  # 1, 2 and 3 are one person (joined transitively); 4 is dropped
