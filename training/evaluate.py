@@ -146,9 +146,21 @@ DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
 
 def embeddings_path(cache_dir: Path, pipeline: FacePipeline, alignment: str = "auto") -> Path:
     """Where the raw LFW embeddings of one pipeline version (TTA setting, alignment) are kept."""
+    return embeddings_file(cache_dir, pipeline.version, pipeline.embedder.card.flip_tta, alignment)
+
+
+def embeddings_file(cache_dir: Path, version: str, flip_tta: bool, alignment: str = "auto") -> Path:
     suffix = "" if alignment == "auto" else f"_{alignment}"
-    return (Path(cache_dir) / "embeddings" /
-            f"lfw_{pipeline.version}_flip{int(pipeline.embedder.card.flip_tta)}{suffix}.npz")
+    return Path(cache_dir) / "embeddings" / f"lfw_{version}_flip{int(flip_tta)}{suffix}.npz"
+
+
+def cached_embeddings(weights: Path, embedder: Embedder, cache_dir: Path = DEFAULT_CACHE) -> dict[str, np.ndarray]:
+    """The raw LFW embeddings an earlier ``training.evaluate --weights weights`` (default pipeline:
+    MTCNN's five points) left in ``cache_dir``; for probes that re-score them without re-embedding."""
+    path = embeddings_file(cache_dir, embedder.version, embedder.card.flip_tta)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run python -m training.evaluate --weights {weights} first")
+    return load_embeddings(path)
 
 
 def save_embeddings(path: Path, embeddings: dict[str, np.ndarray]) -> None:

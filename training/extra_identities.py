@@ -35,7 +35,7 @@ from models.aligner import FivePointAligner
 from models.embedder import Embedder
 from models.landmarks import five_from_68
 from training.config import data_root
-from training.evaluate import DEFAULT_CACHE, load_embeddings
+from training.evaluate import cached_embeddings
 
 log = logging.getLogger("training.extra_identities")
 
@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedder = Embedder(args.weights)
-    cache = DEFAULT_CACHE / "embeddings" / f"lfw_{embedder.version}_flip{int(embedder.card.flip_tta)}.npz"
-    if not cache.exists():
-        raise FileNotFoundError(f"{cache} does not exist; run python -m training.evaluate --weights {args.weights} first")
-    lfw_emb = np.stack(list(load_embeddings(cache).values()))
+    lfw_emb = np.stack(list(cached_embeddings(args.weights, embedder).values()))
     lfw_emb = lfw_emb[~np.isnan(lfw_emb).any(1)]
     lfw_emb /= np.linalg.norm(lfw_emb, axis=1, keepdims=True)
     names, crops = aligned_300w(data_root() / "landmarks68" / "300w")

@@ -31,7 +31,7 @@ from models.embedder import Embedder
 from training import lfw, metrics
 from training.config import config_from_dict, data_root
 from training.data import list_identity_folders, load_face_folder, normalise
-from training.evaluate import DEFAULT_CACHE, compute_metrics, load_embeddings
+from training.evaluate import DEFAULT_CACHE, cached_embeddings, compute_metrics
 from training.fusion import head_centres, summary
 
 log = logging.getLogger("training.score_probes")
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedder = Embedder(args.weights)
-    cache = args.cache_dir / "embeddings" / f"lfw_{embedder.version}_flip{int(embedder.card.flip_tta)}.npz"
-    if not cache.exists():
-        raise FileNotFoundError(f"{cache} does not exist; run python -m training.evaluate --weights {args.weights} first")
-    lfw_by_name = load_embeddings(cache)
+    lfw_by_name = cached_embeddings(args.weights, embedder, args.cache_dir)
     names = list(lfw_by_name)
     lfw_emb = np.stack([lfw_by_name[n] for n in names]).astype(np.float32)
     cfg = config_from_dict(embedder.card.raw["config"])
