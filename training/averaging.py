@@ -43,8 +43,6 @@ class WeightAverage:
                     avg[k].copy_(live)
             torch._foreach_lerp_(floats_avg, floats_live, weight)
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "state": self.state}
-
-    def load_state_dict(self, saved: dict) -> None:
-        self.decay, self.updates, self.state = saved["decay"], saved["updates"], saved["state"]
+    def restore(self, state: dict[str, dict[str, torch.Tensor]], updates: int) -> None:
+        """Continue from a checkpoint's averaged state after ``updates`` updates."""
+        self.state, self.updates = state, updates

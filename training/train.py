@@ -153,8 +153,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         backbone.load_state_dict(live["backbone"])
         head.load_state_dict(live["head"])
         if ema is not None:
-            ema.load_state_dict({"decay": cfg.ema_decay, "updates": live["updates"],
-                                 "state": {"backbone": state["backbone"], "head": state["head"]}})
+            ema.restore({"backbone": state["backbone"], "head": state["head"]}, live["updates"])
         optimiser.load_state_dict(state["optimiser"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
         gen.set_state(state["torch_rng"])
