@@ -29,7 +29,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.sparse.csgraph import connected_components
 
 from models.aligner import FivePointAligner
 from models.embedder import Embedder
@@ -63,11 +62,20 @@ def select(emb: np.ndarray, lfw_emb: np.ndarray, max_lfw_cosine: float, duplicat
     ``emb`` and ``lfw_emb`` are unit rows (LFW rows of missed faces removed)."""
     clean = (emb @ lfw_emb.T).max(1) <= max_lfw_cosine
     close = (emb @ emb.T > duplicate_cosine) & clean[:, None] & clean[None, :]
-    _, group = connected_components(close, directed=False)
+    group = list(range(len(emb)))  # union-find over the "close" graph
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        group[root(int(i))] = root(int(j))
     keep, seen = [], set()
     for i in np.flatnonzero(clean):
-        if group[i] not in seen:
-            seen.add(group[i])
+        if root(int(i)) not in seen:
+            seen.add(root(int(i)))
             keep.append(i)
     return np.array(keep, dtype=np.int64)
 
