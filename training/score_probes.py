@@ -25,12 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.embedder import Embedder
 from training import lfw, metrics
 from training.config import config_from_dict, data_root
-from training.data import list_identity_folders, load_face_folder, normalise
+from training.data import list_identity_folders, load_face_folder
 from training.evaluate import DEFAULT_CACHE, cached_embeddings, compute_metrics
 from training.fusion import head_centres, summary
 
@@ -47,12 +46,9 @@ def embed_training_images(embedder: Embedder, data_dir: Path, cache: Path) -> tu
         with np.load(cache) as z:
             return z["emb"], z["labels"]
     data = load_face_folder(list_identity_folders(data_dir), embedder.card.input_size, DEFAULT_CACHE)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(data.labels), 256):
-            x = normalise(torch.from_numpy(data.images[start:start + 256]))
-            out.append(embedder._forward(x.contiguous(memory_format=torch.channels_last)).numpy())
-    emb = unit(np.concatenate(out)).astype(np.float32)
+    # The cached training images are already at the network's input size, so embed() does not resize.
+    emb = np.concatenate([embedder.embed(list(data.images[start:start + 256].transpose(0, 2, 3, 1)))
+                          for start in range(0, len(data.labels), 256)])
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, emb=emb, labels=data.labels)
     return emb, data.labels
