@@ -23,6 +23,14 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return sims
 
 
+def top_cohort_cosines(x: np.ndarray, cohort: np.ndarray, top_k: int) -> np.ndarray:
+    """``(len(x), k)``: each face's ``k = min(top_k, len(cohort))`` highest cosines to the cohort
+    (unordered; ``-inf`` rows for NaN faces)."""
+    sims = cosine_matrix(x, cohort)
+    k = min(top_k, sims.shape[1])
+    return np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+
+
 def cohort_normalised(cohort: np.ndarray, top_k: int) -> ScoreFunction:
     """A score function: cosine minus the mean of both faces' ``top_k`` highest cosines to ``cohort``.
 
@@ -34,9 +42,7 @@ def cohort_normalised(cohort: np.ndarray, top_k: int) -> ScoreFunction:
     cohort = np.asarray(cohort, np.float32)
 
     def cohort_mean(x: np.ndarray) -> np.ndarray:
-        sims = cosine_matrix(x, cohort)
-        k = min(top_k, sims.shape[1])
-        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+        top = top_cohort_cosines(x, cohort, top_k)
         return np.where(np.isfinite(top).all(1), top.mean(1), 0.0).astype(np.float32)
 
     def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:

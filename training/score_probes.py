@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from models.embedder import Embedder
+from models.scoring import top_cohort_cosines
 from training import lfw, metrics
 from training.config import config_from_dict, data_root
 from training.data import list_identity_folders, load_face_folder
@@ -58,9 +59,7 @@ def table_score(lfw_emb: np.ndarray, cohort: np.ndarray, k: int, spread: bool) -
     """Cohort-normalised score whose per-face statistics are computed once for every LFW face (the
     evaluation calls the score thousands of times on single pairs; a 23,000-face cohort per call
     would take hours). Faces are looked up by their bytes."""
-    sims = metrics.cosine_matrix(lfw_emb, cohort)
-    k = min(k, sims.shape[1])
-    top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+    top = top_cohort_cosines(lfw_emb, cohort, k)
     ok = np.isfinite(top).all(1)  # a missed face (NaN row) keeps its -inf scores
     mean, std = np.zeros(len(top)), np.ones(len(top))
     mean[ok] = top[ok].mean(1)
