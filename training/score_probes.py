@@ -41,12 +41,14 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def embed_training_images(embedder: Embedder, data_dir: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Unit embeddings and identity labels of every training image (cached in ``cache``)."""
+def embed_training_images(embedder: Embedder, data_dir: Path, cache: Path,
+                          cache_dir: Path = DEFAULT_CACHE) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings and identity labels of every training image (cached in ``cache``; the decoded
+    images in ``cache_dir``)."""
     if cache.exists():
         with np.load(cache) as z:
             return z["emb"], z["labels"]
-    data = load_face_folder(list_identity_folders(data_dir), embedder.card.input_size, DEFAULT_CACHE)
+    data = load_face_folder(list_identity_folders(data_dir), embedder.card.input_size, cache_dir)
     # The cached training images are already at the network's input size, so embed() does not resize.
     emb = np.concatenate([embedder.embed(list(data.images[start:start + 256].transpose(0, 2, 3, 1)))
                           for start in range(0, len(data.labels), 256)])
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     lfw_emb = np.stack([lfw_by_name[n] for n in names]).astype(np.float32)
     cfg = config_from_dict(embedder.card.raw["config"])
     x, y = embed_training_images(embedder, cfg.resolved_data_dir(),
-                                 args.cache_dir / "embeddings" / f"train_{embedder.version}.npz")
+                                 args.cache_dir / "embeddings" / f"train_{embedder.version}.npz", args.cache_dir)
     root = data_root() / "lfw"
     people, pairs = lfw.list_people(root / "images"), lfw.read_pairs(root / "pairs.txt")
 
