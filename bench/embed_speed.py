@@ -1,0 +1,86 @@
+"""Time to embed one face (batch of one, as ``/identify`` embeds a portrait) for several exported embedders.
+
+    python bench/embed_speed.py --weights models/weights/arcface_iresnet18_half_80_lm68_light.pt \
+        /tmp/cand/light_r26.pt /tmp/cand/light_r34.pt --out bench/results/embed_speed.json
+
+Each embedder runs through :class:`models.embedder.Embedder` (its card's input size and flip TTA, as the
+service runs it) on one real aligned training crop. The embedders are timed in interleaved rounds, so a
+change in the machine's load hits all of them alike; ratios are against the first ``--weights``, measured
+in the same run. The issue's budget is 10 ms per face on this CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.embedder import Embedder  # noqa: E402
+from training.config import data_root  # noqa: E402
+
+log = logging.getLogger("bench.embed_speed")
+
+
+def one_crop() -> np.ndarray:
+    """The first aligned 112x112 training crop, RGB."""
+    folder = sorted((data_root() / "recognition" / "train").iterdir())[0]
+    path = sorted(folder.glob("*.jpg"))[0]
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def time_embedders(weights: list[Path], rounds: int, warmup: int = 20) -> list[dict]:
+    """Median and 90th-percentile milliseconds of ``Embedder.embed([crop])`` per embedder."""
+    crop = one_crop()
+    embedders = [Embedder(w) for w in weights]
+    times: list[list[float]] = [[] for _ in embedders]
+    for e in embedders:
+        for _ in range(warmup):
+            e.embed([crop])
+    for _ in range(rounds):
+        for i, e in enumerate(embedders):
+            t0 = time.perf_counter()
+            e.embed([crop])
+            times[i].append(1000 * (time.perf_counter() - t0))
+    base = statistics.median(times[0])
+    rows = []
+    for w, e, ts in zip(weights, embedders, times):
+        med = statistics.median(ts)
+        rows.append({"weights": str(w), "architecture": e.card.architecture, "input_size": e.card.input_size,
+                     "flip_tta": e.card.flip_tta, "parameters": sum(p.numel() for p in e.model.parameters()),
+                     "p50_ms": round(med, 2), "p90_ms": round(float(np.percentile(ts, 90)), 2),
+                     "ratio_vs_first": round(med / base, 2)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, nargs="+", required=True, help="exported embedders (.pt + .json)")
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rows = time_embedders(args.weights, args.rounds)
+    result = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+              "command": "python bench/embed_speed.py " + " ".join(sys.argv[1:]), "embedders": rows}
+    for r in rows:
+        log.info("%s (%s, %d px, flip %s): %.2f ms p50, %.2f ms p90, x%.2f",
+                 r["weights"], r["architecture"], r["input_size"], r["flip_tta"], r["p50_ms"], r["p90_ms"],
+                 r["ratio_vs_first"])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
