@@ -85,15 +85,15 @@ def iresnet18_half(embedding_dim: int = 512, input_size: int = 64, dropout: floa
 
 @register_model("iresnet26_half")
 def iresnet26_half(embedding_dim: int = 512, input_size: int = 64, dropout: float = 0.0) -> IResNet:
-    """Half-width IResNet-26: (2, 3, 4, 3) blocks of 32/64/128/256 channels (1.35x the half-width
-    IResNet-18's time per face on two CPU cores, measured at 80 px)."""
+    """Half-width IResNet-26: (2, 3, 4, 3) blocks of 32/64/128/256 channels (1.28x the half-width
+    IResNet-18's time per face at 80 px with flip, ``bench/results/embed_speed.json``)."""
     return IResNet((2, 3, 4, 3), (32, 64, 128, 256), embedding_dim, input_size, dropout)
 
 
 @register_model("iresnet34_half")
 def iresnet34_half(embedding_dim: int = 512, input_size: int = 64, dropout: float = 0.0) -> IResNet:
-    """Half-width IResNet-34: (3, 4, 6, 3) blocks of 32/64/128/256 channels (1.6x the half-width
-    IResNet-18's time per face on two CPU cores, measured at 80 px)."""
+    """Half-width IResNet-34: (3, 4, 6, 3) blocks of 32/64/128/256 channels (1.50x the half-width
+    IResNet-18's time per face at 80 px with flip, ``bench/results/embed_speed.json``)."""
     return IResNet((3, 4, 6, 3), (32, 64, 128, 256), embedding_dim, input_size, dropout)
 
 
