@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -28,15 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 from models.embedder import Embedder  # noqa: E402
 from training.config import data_root  # noqa: E402
+from training.lfw import read_rgb  # noqa: E402
 
 log = logging.getLogger("bench.embed_speed")
 
 
 def one_crop() -> np.ndarray:
     """The first aligned 112x112 training crop, RGB."""
-    folder = sorted((data_root() / "recognition" / "train").iterdir())[0]
-    path = sorted(folder.glob("*.jpg"))[0]
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    folder = min((data_root() / "recognition" / "train").iterdir())
+    return read_rgb(min(folder.glob("*.jpg")))
 
 
 def time_embedders(weights: list[Path], rounds: int, warmup: int = 20) -> list[dict]:

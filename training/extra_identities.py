@@ -35,6 +35,7 @@ from models.embedder import Embedder
 from models.landmarks import five_from_68
 from training.config import data_root
 from training.evaluate import cached_embeddings
+from training.lfw import read_rgb
 
 log = logging.getLogger("training.extra_identities")
 
@@ -47,11 +48,8 @@ def aligned_300w(root: Path) -> tuple[list[str], list[np.ndarray]]:
         rows = csv.reader(f)
         next(rows)
         for row in rows:
-            image = cv2.imread(str(root / "images" / row[0]), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"cannot decode {root / 'images' / row[0]}")
             points = np.array(row[1:], np.float64).reshape(68, 2)
-            crops.append(aligner.align(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), five_from_68(points)))
+            crops.append(aligner.align(read_rgb(root / "images" / row[0]), five_from_68(points)))
             names.append(Path(row[0]).stem)
     return names, crops
 
@@ -74,8 +72,9 @@ def select(emb: np.ndarray, lfw_emb: np.ndarray, max_lfw_cosine: float, duplicat
         group[root(int(i))] = root(int(j))
     keep, seen = [], set()
     for i in np.flatnonzero(clean):
-        if root(int(i)) not in seen:
-            seen.add(root(int(i)))
+        r = root(int(i))
+        if r not in seen:
+            seen.add(r)
             keep.append(i)
     return np.array(keep, dtype=np.int64)
 

@@ -41,10 +41,11 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def embed_training_images(embedder: Embedder, data_dir: Path, cache: Path,
+def embed_training_images(embedder: Embedder, data_dir: Path,
                           cache_dir: Path = DEFAULT_CACHE) -> tuple[np.ndarray, np.ndarray]:
-    """Unit embeddings and identity labels of every training image (cached in ``cache``; the decoded
-    images in ``cache_dir``)."""
+    """Unit embeddings and identity labels of every training image (cached, with the decoded images,
+    in ``cache_dir``)."""
+    cache = cache_dir / "embeddings" / f"train_{embedder.version}.npz"
     if cache.exists():
         with np.load(cache) as z:
             return z["emb"], z["labels"]
@@ -119,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list(lfw_by_name)
     lfw_emb = np.stack([lfw_by_name[n] for n in names]).astype(np.float32)
     cfg = config_from_dict(embedder.card.raw["config"])
-    x, y = embed_training_images(embedder, cfg.resolved_data_dir(),
-                                 args.cache_dir / "embeddings" / f"train_{embedder.version}.npz", args.cache_dir)
+    x, y = embed_training_images(embedder, cfg.resolved_data_dir(), args.cache_dir)
     root = data_root() / "lfw"
     people, pairs = lfw.list_people(root / "images"), lfw.read_pairs(root / "pairs.txt")
 
