@@ -12,6 +12,7 @@ from training.metrics import (
     kfold_correct,
     mcnemar_exact,
     roc_curve,
+    sign_test,
     threshold_at_fpr,
 )
 
@@ -130,6 +131,14 @@ def test_kfold_correct_matches_the_fold_accuracies():
     same = np.array([1, 0, 1, 0, 0, 1], bool)
     folds = np.array([0, 0, 1, 1, 2, 2])
     assert kfold_correct(scores, same, folds).tolist() == [True, True, True, True, False, True]
+
+
+def test_sign_test_known_values():
+    assert sign_test(6, 0) == pytest.approx(2 / 64)  # six seeds out of six: 2 * (1/2)^6
+    assert sign_test(0, 6) == pytest.approx(2 / 64)
+    assert sign_test(5, 1) == pytest.approx(2 * 7 / 64)  # P(X <= 1) = (1 + 6) / 64
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(0, 0) == 1.0
 
 
 def test_mcnemar_exact_known_values():

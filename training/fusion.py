@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cohort", type=Path, default=None, help="training run whose head centres are the cohort")
     parser.add_argument("--top-k", type=int, default=10, help="cohort faces averaged per face (default 10)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=None, help="also write the summary here (JSON; training.seeds reads it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cohort is not None and len(args.caches) > 1:
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     out = {"caches": [p.name for p in paths], "cohort": str(args.cohort) if args.cohort else None,
            "top_k": args.top_k if args.cohort else None, **summary(result)}
     print(json.dumps(out, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

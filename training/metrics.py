@@ -99,9 +99,15 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> tuple[int, in
     under "A and B are equally good" each discordant item is a fair coin."""
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    n, k = only_a + only_b, min(only_a, only_b)
+    return only_a, only_b, sign_test(only_a, only_b)
+
+
+def sign_test(wins_a: int, wins_b: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven if each of the
+    ``wins_a + wins_b`` contests were a fair coin (ties are left out by the caller)."""
+    n, k = wins_a + wins_b, min(wins_a, wins_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 0.5
-    return only_a, only_b, min(1.0, 2 * tail)
+    return min(1.0, 2 * tail)
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:

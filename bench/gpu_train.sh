@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Train the shipped recipe, unchanged, on a CUDA machine: its speed there, a CPU baseline on the same
+# machine, then more seeds of ArcFace and AdaFace in parallel on the one GPU (reports/losses.md, "Stop 15").
+#
+# Here:   python bench/gpu_pack.py --out .gpu/crops.tar.gz      (the crops as WebP; .gpu/ is git-ignored)
+# There:  bash bench/gpu_train.sh                            (device tool, carrying .gpu; writes $OUT)
+#         PLAN=curve bash bench/gpu_train.sh                 (the learning curve, 25/50/75% of the people)
+#         PLAN=more bash bench/gpu_train.sh                  (seeds 5-7 of both losses, a third 75% seed)
+# Back:   tar xf runs_*.tar -C runs/    (slim checkpoints: fp16 backbone + head, enough for
+#         training.export and training.fusion --cohort), then training.export / training.evaluate here.
+#
+# Smoke test on CPU: STEPS=20 DATA=/tmp/smoke_crops OUT=/tmp/gpu_smoke bash bench/gpu_train.sh
+set -u
+PY=${PY:-python3}
+OUT=${OUT:?set OUT to the folder that comes back}
+CFG=training/configs/arcface_iresnet18_half_80_lm68_light.yaml
+CROPS=${CROPS:-.gpu/crops.tar.gz}
+# By default the crops go where the config's data_dir points, so the config runs unchanged.
+DATA=${DATA:-$HOME/.cache/facerec/realigned/landmarks_integral_96}
+SETS=()
+[ -n "${STEPS:-}" ] && SETS+=(--set "steps=$STEPS" --set "warmup_steps=$((STEPS / 10))")
+[ "$DATA" != "$HOME/.cache/facerec/realigned/landmarks_integral_96" ] && SETS+=(--set "data_dir=$DATA")
+ADAFACE=(--set loss=adaface --set "loss_kwargs={s: 32.0, m: 0.4, h: 0.333}")
+mkdir -p "$OUT/logs" "$DATA"
+stamp() { echo "[$(date +%T)] $*"; }
+
+[ -n "$(ls -A "$DATA")" ] || tar xzf "$CROPS" -C "$DATA" || exit 1
+stamp "crops: $(find "$DATA" -name '*.webp' | wc -l) files"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c \
+  "import torch, cv2, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__, 'numpy', numpy.__version__)"
+) 2>&1 | tee "$OUT/logs/machine.txt"
+
+train() {  # time limit (s), name, then extra --set arguments
+  local limit=$1 name=$2; shift 2
+  echo "$name" >>"$OUT/logs/runs.txt"
+  timeout "$limit" $PY -m training.train --config "$CFG" --set "name=$name" "${SETS[@]}" "$@" >"$OUT/logs/$name.log" 2>&1
+  stamp "$name exit $?: $(tr '\r' '\n' <"$OUT/logs/$name.log" | grep -E 'held-out|Error|error' | tail -1)"
+}
+
+if [ "${PLAN:-seeds}" = seeds ]; then
+# 1. Alone on the machine, the config exactly as committed (threads: 1): the speed the issue asks about.
+#    This run also decodes the crops into the training cache the later runs load.
+stamp "solo"; train 150 g_arc_s0
+# 2. Same, with 8 CPU threads for the batch augmentation (which runs on the CPU).
+train 45 g_speed_t8 --set threads=8 --set steps=300
+# 3. Baseline in the same run: the machine's 16 CPU cores, no GPU.
+train 50 g_cpu16 --set device=cpu --set threads=16 --set steps=60
+# 4. Seeds, seven at once on the one GPU.
+stamp "seeds"
+for s in 2 3 4; do train 280 "g_arc_s$s" --set "seed=$s" & done
+for s in 0 2 3 4; do train 280 "g_ada_s$s" --set "seed=$s" "${ADAFACE[@]}" & done
+wait
+elif [ "$PLAN" = more ]; then  # three more seeds of each loss, a third seed at 75% of the people
+stamp "more"
+for s in 5 6 7; do
+  train 170 "g_arc_s$s" --set "seed=$s" &
+  train 170 "g_ada_s$s" --set "seed=$s" "${ADAFACE[@]}" &
+done
+train 170 g_ids75_s2 --set identity_fraction=0.75 --set seed=2 &
+wait
+else  # PLAN=curve: the learning curve at several seeds (the seed also draws which identities are kept)
+stamp "curve"
+for s in 0 1 2; do
+  train 280 "g_ids25_s$s" --set identity_fraction=0.25 --set "seed=$s" &
+  train 280 "g_ids50_s$s" --set identity_fraction=0.5 --set "seed=$s" &
+done
+for s in 0 1; do train 280 "g_ids75_s$s" --set identity_fraction=0.75 --set "seed=$s" & done
+wait
+fi
+stamp "packing"
+
+# Slim checkpoints (fp16 backbone, head) of the finished runs, two runs per tar (the tool brings back
+# at most 8 files of 16 MiB); logs and small files of every run in one more.
+$PY - "$OUT" <<'EOF'
+import json, shutil, sys, tarfile
+from pathlib import Path
+import torch
+out = Path(sys.argv[1])
+started = [Path("runs") / name for name in sorted(set((out / "logs" / "runs.txt").read_text().split()))]
+done = [r for r in started if (r / "holdout.json").exists()]
+keep = [r for r in done if not r.name.startswith(("g_speed", "g_cpu"))]
+for i in range(0, len(keep), 2):
+    with tarfile.open(out / f"runs_{i // 2}.tar", "w") as tar:
+        for run in keep[i:i + 2]:
+            state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+            slim = {"step": state["step"], "backbone": {k: v.half() if v.is_floating_point() else v
+                                                        for k, v in state["backbone"].items()},
+                    "head": {k: v.half() for k, v in state["head"].items()}}
+            torch.save(slim, run / "slim.pt")
+            tar.add(run / "slim.pt", arcname=f"{run.name}/checkpoint.pt")
+with tarfile.open(out / "logs.tar.gz", "w:gz") as tar:
+    for run in started:
+        for f in ("config.yaml", "classes.json", "holdout.json", "log.jsonl"):
+            if (run / f).exists():
+                tar.add(run / f, arcname=f"{run.name}/{f}")
+    tar.add(out / "logs", arcname="logs")
+shutil.rmtree(out / "logs")
+for run in started:
+    recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()] if (run / "log.jsonl").exists() else []
+    ips = sorted(r["img_per_s"] for r in recs)
+    hold = json.loads((run / "holdout.json").read_text())["accuracy"] if (run / "holdout.json").exists() else None
+    print(run.name, "steps", recs[-1]["step"] if recs else 0, "median img/s", round(ips[len(ips) // 2]) if ips else None,
+          "wall s", round(recs[-1]["time"] - recs[0]["time"]) if recs else None, "held-out", hold)
+print("finished runs:", [r.name for r in done])
+EOF
+stamp "done"; ls -la "$OUT"

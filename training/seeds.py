@@ -1,0 +1,136 @@
+"""Several seeds of a recipe, summarised: mean ± std per figure, paired differences between two recipes,
+and the learning curve's fit against the number of training identities.
+
+    python -m training.seeds --group arcface=reports/push/g_arc_s0,reports/push/g_arc_s2 \\
+        --group adaface=reports/push/g_ada_s0,reports/push/g_ada_s2
+    python -m training.seeds --curve --group 123=reports/push/g_ids25_s0,... --group 492=...
+
+Each path is what ``training.evaluate`` writes (a report folder or its ``metrics.json``) or what
+``training.fusion --out`` writes (cohort scores). With two groups of equal size the runs are paired in
+the order given (same seed, same position) and each figure gets the mean difference and a sign test.
+With ``--curve`` the group names are identity counts and every figure is fitted as
+``a + b * log2(identities)``: the gain per doubling of the people, and where that line would reach
+the issue's targets — an extrapolation, printed as such.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import sign_test
+
+log = logging.getLogger("training.seeds")
+
+# Figure name -> how to read it from a summary (see :func:`load_summary`).
+FIGURES = ["lfw", "tpr@0.1", "tpr@0.01", "tpr@0.001", "tpr@0.0001", "dir@0.1", "dir@0.01"]
+TARGETS = {"lfw": 95.0, "tpr@0.01": 0.85, "dir@0.01": 0.50}  # the issue's targets
+
+
+def load_summary(path: Path) -> dict[str, float]:
+    """The headline figures of one evaluated model: LFW accuracy in %, TPR@FPR and DIR@FPIR in [0, 1]."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give a training.evaluate report folder, its "
+                                "metrics.json, or a training.fusion --out file")
+    data = json.loads(path.read_text())
+    if "idrate" in data:  # training.evaluate's metrics.json
+        out = {"lfw": 100 * data["lfw_accuracy"]["mean"]}
+        out.update({f"tpr@{p['fpr']:g}": p["tpr"] for p in data["idrate"]})
+        out.update({f"dir@{p['fpr']:g}": p["tpr"] for p in data["dir_at_fpir"]})
+    else:  # training.fusion's summary
+        out = {"lfw": data["lfw_accuracy"]}
+        out.update({f"tpr@{k}": v for k, v in data["tpr_at_fpr"].items()})
+        out.update({f"dir@{k}": v for k, v in data["dir_at_fpir"].items()})
+    return out
+
+
+def aggregate(summaries: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean and sample standard deviation (0 for one run) of each figure over the runs."""
+    out = {}
+    for name in FIGURES:
+        values = np.array([s[name] for s in summaries], dtype=np.float64)
+        out[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+    return out
+
+
+def paired(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, dict]:
+    """Per figure: mean of ``b - a`` over the pairs, how many pairs each side wins, and the sign test."""
+    if len(a) != len(b):
+        raise ValueError(f"paired comparison needs as many runs on each side, got {len(a)} and {len(b)}")
+    out = {}
+    for name in FIGURES:
+        diff = np.array([y[name] - x[name] for x, y in zip(a, b)])
+        wins_b, wins_a = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+        out[name] = {"mean_diff": float(diff.mean()), "wins_a": wins_a, "wins_b": wins_b,
+                     "sign_p": sign_test(wins_a, wins_b)}
+    return out
+
+
+def log_fit(identities: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``value = a + b * log2(identities)``; returns (a, b): b is the gain per doubling."""
+    x = np.log2(np.asarray(identities, dtype=np.float64))
+    y = np.asarray(values, dtype=np.float64)
+    if len(np.unique(x)) < 2:
+        raise ValueError("a curve needs runs at two identity counts at least")
+    b, a = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+def identities_for(target: float, a: float, b: float) -> float:
+    """Where the fitted line reaches ``target`` (inf when it does not rise)."""
+    return 2 ** ((target - a) / b) if b > 0 else math.inf
+
+
+def _fmt(name: str, value: float) -> str:
+    return f"{value:.2f}" if name == "lfw" else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--group", action="append", required=True, metavar="NAME=PATH,PATH,...",
+                        help="a recipe and its evaluated runs, one per seed")
+    parser.add_argument("--curve", action="store_true", help="group names are identity counts: fit the learning curve")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    groups: dict[str, list[dict[str, float]]] = {}
+    for spec in args.group:
+        name, sep, paths = spec.partition("=")
+        if not sep or not paths:
+            parser.error(f"--group {spec!r}: expected NAME=PATH[,PATH...]")
+        groups[name] = [load_summary(Path(p)) for p in paths.split(",")]
+
+    print("| group | runs | " + " | ".join(FIGURES) + " |")
+    print("|---|---|" + "---|" * len(FIGURES))
+    for name, runs in groups.items():
+        agg = aggregate(runs)
+        cells = [f"{_fmt(f, agg[f][0])} ± {_fmt(f, agg[f][1])}" for f in FIGURES]
+        print(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+
+    names = list(groups)
+    if not args.curve and len(names) == 2 and len(groups[names[0]]) == len(groups[names[1]]):
+        diff = paired(groups[names[0]], groups[names[1]])
+        print(f"\npaired, {names[1]} - {names[0]} (wins {names[0]} / {names[1]}, sign-test p):")
+        for f in FIGURES:
+            d = diff[f]
+            print(f"  {f}: {d['mean_diff']:+.4f} ({d['wins_a']} / {d['wins_b']}, p {d['sign_p']:.3f})")
+    if args.curve:
+        ids = np.array([float(n) for n, runs in groups.items() for _ in runs])
+        print("\nfit a + b * log2(identities), every run a point (an extrapolation beyond the largest group):")
+        for f in FIGURES:
+            a, b = log_fit(ids, np.array([r[f] for runs in groups.values() for r in runs]))
+            line = f"  {f}: {_fmt(f, b)} per doubling"
+            if f in TARGETS:
+                line += f"; target {TARGETS[f]:g} at ~{identities_for(TARGETS[f], a, b):,.0f} identities"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
