@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from training.config import load_config  # noqa: E402
-from training.data import list_identity_folders, load_face_folder  # noqa: E402
+from training.data import IMAGE_SUFFIXES, list_identity_folders, load_face_folder  # noqa: E402
 
 log = logging.getLogger("bench.gpu_pack")
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     # The decoded, resized crops exactly as training sees them (the .npz cache when it exists).
     data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
     stems = [(d.name, f.stem) for d in folders for f in sorted(d.iterdir())
-             if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}]
+             if f.suffix.lower() in IMAGE_SUFFIXES]
     if len(stems) != len(data.labels):
         raise RuntimeError(f"{root} holds {len(stems)} images but the cache {len(data.labels)}; "
                            "delete the stale faces_*px_*.npz in the cache folder and run again")

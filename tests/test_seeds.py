@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from training.seeds import FIGURES, aggregate, identities_for, load_summary, log_fit, paired
+from training.seeds import FIGURES, aggregate, identities_for, load_summary, miss_rate, paired, power_law_fit
 
 
 def summary(lfw: float, shift: float = 0.0) -> dict[str, float]:
@@ -29,14 +29,21 @@ def test_paired_counts_wins_and_signs():
         paired(a, b[:2])
 
 
-def test_log_fit_recovers_a_known_line_and_its_crossing():
+def test_power_law_fit_recovers_a_known_law_and_its_crossing():
     ids = np.array([100, 200, 400, 400, 800])
-    a, b = log_fit(ids, 0.1 + 0.05 * np.log2(ids))
-    assert (a, b) == pytest.approx((0.1, 0.05))
-    assert identities_for(0.1 + 0.05 * 10, a, b) == pytest.approx(1024)
-    assert identities_for(0.9, 0.5, -0.1) == float("inf")
+    miss = 0.8 * (ids / 100.0) ** -0.5  # x 2 ** -0.5 per doubling
+    a, b = power_law_fit(ids, miss)
+    assert b == pytest.approx(-0.5)
+    assert 2 ** (a + b * np.log2(100)) == pytest.approx(0.8)
+    assert identities_for(0.1, a, b) == pytest.approx(6400)  # 0.8 / 0.1 = 8 = (6400 / 100) ** 0.5
+    assert identities_for(0.1, a, 0.2) == float("inf")
     with pytest.raises(ValueError, match="two identity counts"):
-        log_fit(np.array([100, 100]), np.array([0.1, 0.2]))
+        power_law_fit(np.array([100, 100]), np.array([0.1, 0.2]))
+
+
+def test_miss_rate_uses_percent_for_lfw_only():
+    assert miss_rate("lfw", 92.5) == pytest.approx(7.5)
+    assert miss_rate("dir@0.01", 0.2) == pytest.approx(0.8)
 
 
 def test_load_summary_reads_evaluate_and_fusion_outputs(tmp_path):
@@ -56,3 +63,13 @@ def test_load_summary_reads_evaluate_and_fusion_outputs(tmp_path):
         assert [got["tpr@0.1"], got["tpr@0.0001"], got["dir@0.01"]] == pytest.approx([0.9, 0.6, 0.2])
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         load_summary(tmp_path / "missing")
+
+
+def test_learning_curve_plot_writes_a_figure(tmp_path):
+    from training.plots import learning_curve_plot
+
+    ids = np.array([100, 200, 400])
+    miss = {"dir@0.01": np.array([0.9, 0.85, 0.8])}
+    a, b = power_law_fit(ids, miss["dir@0.01"])
+    learning_curve_plot(tmp_path / "curve.png", ids, miss, {"dir@0.01": (a, b)}, {"dir@0.01": 0.5})
+    assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -42,3 +42,28 @@ def similarity_histogram(path: Path, positives: np.ndarray, negatives: np.ndarra
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def learning_curve_plot(path: Path, identities: np.ndarray, misses: dict[str, np.ndarray],
+                        fits: dict[str, tuple[float, float]], targets: dict[str, float]) -> None:
+    """Miss rate against training identities on log-log axes: every run a dot, the fitted power law
+    ``log2(miss) = a + b log2(identities)`` a line carried on to 64× the people (dashed beyond the data),
+    and each target's miss rate a dotted level."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    lo, hi = identities.min(), identities.max()
+    for (name, miss), colour in zip(misses.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        a, b = fits[name]
+        ax.scatter(identities, miss, s=14, color=colour, label=f"{name} (×{2 ** b:.2f} per doubling)")
+        inside = np.geomspace(lo, hi, 20)
+        beyond = np.geomspace(hi, 64 * hi, 20)
+        ax.plot(inside, 2 ** (a + b * np.log2(inside)), color=colour)
+        ax.plot(beyond, 2 ** (a + b * np.log2(beyond)), color=colour, ls="--")
+        if name in targets:
+            ax.axhline(targets[name], color=colour, ls=":", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="training identities", ylabel="miss rate (1 − rate; LFW: error %/100)",
+           title="Learning curve: miss rate vs identities (dotted: targets)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -3,14 +3,17 @@ and the learning curve's fit against the number of training identities.
 
     python -m training.seeds --group arcface=reports/push/g_arc_s0,reports/push/g_arc_s2 \\
         --group adaface=reports/push/g_ada_s0,reports/push/g_ada_s2
-    python -m training.seeds --curve --group 123=reports/push/g_ids25_s0,... --group 492=...
+    python -m training.seeds --curve --group 123=reports/push/g_ids25_s0,... --group 492=... \
+        --plot reports/learning_curve/identities.png
 
 Each path is what ``training.evaluate`` writes (a report folder or its ``metrics.json``) or what
 ``training.fusion --out`` writes (cohort scores). With two groups of equal size the runs are paired in
 the order given (same seed, same position) and each figure gets the mean difference and a sign test.
-With ``--curve`` the group names are identity counts and every figure is fitted as
-``a + b * log2(identities)``: the gain per doubling of the people, and where that line would reach
-the issue's targets — an extrapolation, printed as such.
+With ``--curve`` the group names are identity counts, and each figure's miss rate (1 − TPR, 1 − DIR,
+100 − LFW accuracy) is fitted as a power law of them, ``log2(miss) = a + b * log2(identities)`` — the
+usual shape of error against training-set size: the miss rate shrinks by the factor ``2 ** b`` per
+doubling of the people. The fit also says where it would reach the issue's targets: an extrapolation,
+printed as such.
 """
 from __future__ import annotations
 
@@ -73,19 +76,25 @@ def paired(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, di
     return out
 
 
-def log_fit(identities: np.ndarray, values: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``value = a + b * log2(identities)``; returns (a, b): b is the gain per doubling."""
+def power_law_fit(identities: np.ndarray, miss: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``log2(miss) = a + b * log2(identities)``; returns (a, b). ``2 ** b`` is the factor
+    the miss rate is multiplied by per doubling of the identities (below 1 when more people help)."""
     x = np.log2(np.asarray(identities, dtype=np.float64))
-    y = np.asarray(values, dtype=np.float64)
+    y = np.log2(np.asarray(miss, dtype=np.float64))
     if len(np.unique(x)) < 2:
         raise ValueError("a curve needs runs at two identity counts at least")
     b, a = np.polyfit(x, y, 1)
     return float(a), float(b)
 
 
-def identities_for(target: float, a: float, b: float) -> float:
-    """Where the fitted line reaches ``target`` (inf when it does not rise)."""
-    return 2 ** ((target - a) / b) if b > 0 else math.inf
+def identities_for(miss: float, a: float, b: float) -> float:
+    """Where the fitted power law reaches the miss rate ``miss`` (inf when it does not fall)."""
+    return 2 ** ((math.log2(miss) - a) / b) if b < 0 else math.inf
+
+
+def miss_rate(name: str, value: float) -> float:
+    """1 − rate, or 100 − accuracy for LFW's (which is in %)."""
+    return (100.0 if name == "lfw" else 1.0) - value
 
 
 def _fmt(name: str, value: float) -> str:
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", action="append", required=True, metavar="NAME=PATH,PATH,...",
                         help="a recipe and its evaluated runs, one per seed")
     parser.add_argument("--curve", action="store_true", help="group names are identity counts: fit the learning curve")
+    parser.add_argument("--plot", type=Path, default=None, help="with --curve: draw the fit of LFW, TPR@1e-2, DIR@1e-2 here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -123,14 +133,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {f}: {d['mean_diff']:+.4f} ({d['wins_a']} / {d['wins_b']}, p {d['sign_p']:.3f})")
     if args.curve:
         ids = np.array([float(n) for n, runs in groups.items() for _ in runs])
-        print("\nfit a + b * log2(identities), every run a point (an extrapolation beyond the largest group):")
+        print("\npower law on the miss rate, log2(miss) = a + b * log2(identities), every run a point "
+              "(beyond the largest group it is an extrapolation):")
+        misses, fits = {}, {}
         for f in FIGURES:
-            a, b = log_fit(ids, np.array([r[f] for runs in groups.values() for r in runs]))
-            line = f"  {f}: {_fmt(f, b)} per doubling"
+            misses[f] = np.array([miss_rate(f, r[f]) for runs in groups.values() for r in runs])
+            a, b = fits[f] = power_law_fit(ids, misses[f])
+            line = f"  {f}: miss rate x {2 ** b:.3f} per doubling"
             if f in TARGETS:
-                line += f"; target {TARGETS[f]:g} at ~{identities_for(TARGETS[f], a, b):,.0f} identities"
+                line += (f"; target {TARGETS[f]:g} at ~{identities_for(miss_rate(f, TARGETS[f]), a, b):,.0f} "
+                         "identities")
             print(line)
+        if args.plot is not None:
+            from training.plots import learning_curve_plot  # matplotlib only when a figure is asked for
 
+            shown = list(TARGETS)
+            # LFW's miss rate in % is put on the same 0-1 scale as the others for one pair of axes.
+            scale = {f: 100.0 if f == "lfw" else 1.0 for f in shown}
+            learning_curve_plot(args.plot, ids, {f: misses[f] / scale[f] for f in shown},
+                                {f: (fits[f][0] - np.log2(scale[f]), fits[f][1]) for f in shown},
+                                {f: miss_rate(f, TARGETS[f]) / scale[f] for f in shown})
+            log.info("wrote %s", args.plot)
 
 if __name__ == "__main__":
     main()
