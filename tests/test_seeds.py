@@ -73,3 +73,11 @@ def test_learning_curve_plot_writes_a_figure(tmp_path):
     a, b = power_law_fit(ids, miss["dir@0.01"])
     learning_curve_plot(tmp_path / "curve.png", ids, miss, {"dir@0.01": (a, b)}, {"dir@0.01": 0.5})
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_seeds_scatter_plot_writes_a_figure(tmp_path):
+    from training.plots import seeds_scatter_plot
+
+    groups = {"a": [summary(91.0, 0.0), summary(92.0, 0.1)], "b": [summary(90.5, 0.2)]}
+    seeds_scatter_plot(tmp_path / "seeds.png", groups, "lfw", "dir@0.01")
+    assert (tmp_path / "seeds.png").stat().st_size > 1000

@@ -67,3 +67,20 @@ def learning_curve_plot(path: Path, identities: np.ndarray, misses: dict[str, np
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def seeds_scatter_plot(path: Path, groups: dict[str, list[dict[str, float]]], x: str, y: str) -> None:
+    """One dot per run (seed) of each recipe, ``x`` against ``y`` (figure names of ``training.seeds``),
+    with each recipe's mean as a cross: where two recipes trade one figure for another, the clouds
+    separate along a diagonal."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for (name, runs), colour in zip(groups.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        xs, ys = np.array([r[x] for r in runs]), np.array([r[y] for r in runs])
+        ax.scatter(xs, ys, s=18, color=colour, label=f"{name} ({len(runs)} runs)")
+        ax.scatter([xs.mean()], [ys.mean()], s=120, marker="x", color=colour)
+    ax.set(xlabel=x, ylabel=y, title=f"{y} against {x}, one dot per seed (×: mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

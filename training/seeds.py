@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", action="append", required=True, metavar="NAME=PATH,PATH,...",
                         help="a recipe and its evaluated runs, one per seed")
     parser.add_argument("--curve", action="store_true", help="group names are identity counts: fit the learning curve")
-    parser.add_argument("--plot", type=Path, default=None, help="with --curve: draw the fit of LFW, TPR@1e-2, DIR@1e-2 here")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="draw a figure here: with --curve the fit of LFW, TPR@1e-2 and DIR@1e-2; without it "
+                             "every run's LFW accuracy against its DIR@1e-2, one colour per group")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -131,6 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         for f in FIGURES:
             d = diff[f]
             print(f"  {f}: {d['mean_diff']:+.4f} ({d['wins_a']} / {d['wins_b']}, p {d['sign_p']:.3f})")
+    if args.plot is not None and not args.curve:
+        from training.plots import seeds_scatter_plot  # matplotlib only when a figure is asked for
+
+        seeds_scatter_plot(args.plot, groups, "lfw", "dir@0.01")
+        log.info("wrote %s", args.plot)
     if args.curve:
         ids = np.array([float(n) for n, runs in groups.items() for _ in runs])
         print("\npower law on the miss rate, log2(miss) = a + b * log2(identities), every run a point "
