@@ -40,6 +40,9 @@ LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}
 def run_one(base: str | None, sets: list[str], loss: str, out: Path, fraction: float = 1.0) -> dict:
     """Train (or reuse), export and evaluate one loss; ``fraction`` < 1 keeps that share of identities."""
     name = f"cmp_{loss}" if fraction == 1.0 else f"cmp_{loss}_ids{round(100 * fraction)}"
+    seed = load_config(base, sets).seed
+    if seed:  # another seed is another run (seed 0 keeps the names the reports already use)
+        name += f"_s{seed}"
     kwargs = json.dumps(LOSS_KWARGS[loss])
     cfg = load_config(base, sets + [f"name={name}", f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}",
                                     f"identity_fraction={fraction}"])

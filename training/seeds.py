@@ -2,8 +2,8 @@
 and the learning curve's fit against the number of training identities.
 
     python -m training.seeds --group arcface=reports/push/g_arc_s0,reports/push/g_arc_s2 \\
-        --group adaface=reports/push/g_ada_s0,reports/push/g_ada_s2
-    python -m training.seeds --curve --group 123=reports/push/g_ids25_s0,... --group 492=... \
+        --group adaface=reports/push/g_ada_s0,reports/push/g_ada_s2 --plot reports/losses/seeds.png
+    python -m training.seeds --curve --group 123=reports/push/g_ids25_s0,... --group 492=... \\
         --plot reports/learning_curve/identities.png
 
 Each path is what ``training.evaluate`` writes (a report folder or its ``metrics.json``) or what
@@ -29,7 +29,7 @@ from training.metrics import sign_test
 
 log = logging.getLogger("training.seeds")
 
-# Figure name -> how to read it from a summary (see :func:`load_summary`).
+# The figures every summary holds (keys of :func:`load_summary`'s result), in table order.
 FIGURES = ["lfw", "tpr@0.1", "tpr@0.01", "tpr@0.001", "tpr@0.0001", "dir@0.1", "dir@0.01"]
 TARGETS = {"lfw": 95.0, "tpr@0.01": 0.85, "dir@0.01": 0.50}  # the issue's targets
 
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         seeds_scatter_plot(args.plot, groups, "lfw", "dir@0.01")
         log.info("wrote %s", args.plot)
     if args.curve:
+        if not all(n.isdigit() for n in groups):
+            parser.error(f"--curve takes identity counts as group names, got {list(groups)}")
         ids = np.array([float(n) for n, runs in groups.items() for _ in runs])
         print("\npower law on the miss rate, log2(miss) = a + b * log2(identities), every run a point "
               "(beyond the largest group it is an extrapolation):")
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                                 {f: (fits[f][0] - np.log2(scale[f]), fits[f][1]) for f in shown},
                                 {f: miss_rate(f, TARGETS[f]) / scale[f] for f in shown})
             log.info("wrote %s", args.plot)
+
 
 if __name__ == "__main__":
     main()
