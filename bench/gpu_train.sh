@@ -6,10 +6,13 @@
 # There:  bash bench/gpu_train.sh                            (device tool, carrying .gpu; writes $OUT)
 #         PLAN=curve bash bench/gpu_train.sh                 (the learning curve, 25/50/75% of the people)
 #         PLAN=more bash bench/gpu_train.sh                  (seeds 5-7 of both losses, a third 75% seed)
-# Back:   tar xf runs_*.tar -C runs/    (slim checkpoints: fp16 backbone + head, enough for
-#         training.export and training.fusion --cohort), then training.export / training.evaluate here.
+# Back:   for t in runs_*.tar; do tar xf $t -C runs/; done      (slim checkpoints: fp16 backbone + head,
+#         enough for training.export and training.fusion --cohort)
+#         tar xzf logs.tar.gz -C runs/ --exclude='logs/*'         (each run's config, classes, log, held-out)
+#         then training.export / training.evaluate here, as for a run trained here.
 #
-# Smoke test on CPU: STEPS=20 DATA=/tmp/smoke_crops OUT=/tmp/gpu_smoke bash bench/gpu_train.sh
+# Smoke test on CPU (a few minutes; it leaves runs/g_* behind):
+#   PY=.venv/bin/python STEPS=20 DATA=/tmp/smoke_crops OUT=/tmp/gpu_smoke bash bench/gpu_train.sh
 set -u
 PY=${PY:-python3}
 OUT=${OUT:?set OUT to the folder that comes back}
