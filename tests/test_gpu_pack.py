@@ -1,16 +1,12 @@
 """The crops packed for a GPU machine load back as the same training set (order, labels, pixels)."""
-import sys
 import tarfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
 
+from bench import gpu_pack
 from training.data import list_identity_folders, load_face_folder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import gpu_pack  # noqa: E402
 
 
 def test_packed_crops_load_back_as_the_same_training_set(tmp_path):
