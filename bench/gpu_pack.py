@@ -5,9 +5,9 @@
 The shipped recipe trains on the re-aligned 112 px crops resized to 80 px (574 MB of PNG; 420 MB once
 decoded), more than the 64 MiB a device call may carry. This writes each crop at the recipe's input size
 as lossy WebP (quality 90: about 41 MB for 23,037 crops, a mean absolute error of about 2 grey levels
-per pixel) into one gzipped tar (tar pads each small file to 512-byte blocks), with the same identity folders and file stems, so the training code reads them
-unchanged (same file order, same labels, same held-out split) and the card's ``realigned_with`` still
-resolves. The crops carry research-use licences: the tar goes to ``.gpu/``, which git ignores, and is
+per pixel) into one gzipped tar (tar pads each small file to 512-byte blocks), with the same identity
+folders and file stems, so the training code reads them unchanged (same file order, same labels, same
+held-out split) and the card's ``realigned_with`` still resolves. The crops carry research-use licences: the tar goes to ``.gpu/``, which git ignores, and is
 never committed or shipped.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from training.config import load_config  # noqa: E402
-from training.data import IMAGE_SUFFIXES, list_identity_folders, load_face_folder  # noqa: E402
+from training.data import face_files, list_identity_folders, load_face_folder  # noqa: E402
 
 log = logging.getLogger("bench.gpu_pack")
 
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     folders = list_identity_folders(root)
     # The decoded, resized crops exactly as training sees them (the .npz cache when it exists).
     data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
-    stems = [(d.name, f.stem) for d in folders for f in sorted(d.iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    stems = [(f.parent.name, f.stem) for _, f in face_files(folders)]
     if len(stems) != len(data.labels):
         raise RuntimeError(f"{root} holds {len(stems)} images but the cache {len(data.labels)}; "
                            "delete the stale faces_*px_*.npz in the cache folder and run again")

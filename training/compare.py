@@ -9,6 +9,7 @@ LFW through the full pipeline, and the table and a combined TPR-vs-FPR figure ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -39,13 +40,13 @@ LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}
 
 def run_one(base: str | None, sets: list[str], loss: str, out: Path, fraction: float = 1.0) -> dict:
     """Train (or reuse), export and evaluate one loss; ``fraction`` < 1 keeps that share of identities."""
-    name = f"cmp_{loss}" if fraction == 1.0 else f"cmp_{loss}_ids{round(100 * fraction)}"
-    seed = load_config(base, sets).seed
-    if seed:  # another seed is another run (seed 0 keeps the names the reports already use)
-        name += f"_s{seed}"
     kwargs = json.dumps(LOSS_KWARGS[loss])
-    cfg = load_config(base, sets + [f"name={name}", f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}",
+    cfg = load_config(base, sets + [f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}",
                                     f"identity_fraction={fraction}"])
+    name = f"cmp_{loss}" if fraction == 1.0 else f"cmp_{loss}_ids{round(100 * fraction)}"
+    if cfg.seed:  # another seed is another run (seed 0 keeps the names the reports already use)
+        name += f"_s{cfg.seed}"
+    cfg = dataclasses.replace(cfg, name=name)
     run = cfg.run_dir()
     done = (run / "checkpoint.pt").exists() and torch.load(run / "checkpoint.pt", weights_only=False)["step"] >= cfg.steps
     if not done:

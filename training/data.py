@@ -55,10 +55,15 @@ def _read_resized(path: Path, size: int) -> np.ndarray:
     return image.transpose(2, 0, 1)
 
 
+def face_files(folders: list[Path]) -> list[tuple[int, Path]]:
+    """(label, path) of every image under the identity folders, in training order (folder, then name)."""
+    return [(label, f) for label, d in enumerate(folders) for f in sorted(d.iterdir())
+            if f.suffix.lower() in IMAGE_SUFFIXES]
+
+
 def load_face_folder(folders: list[Path], size: int, cache_dir: Path | None) -> FaceFolder:
     """Decode every image once (cached as .npz in ``cache_dir``, keyed by the file list and size)."""
-    files = [(label, f) for label, d in enumerate(folders) for f in sorted(d.iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = face_files(folders)
     key = hashlib.sha1(f"{size}|".encode() + "|".join(str(f) for _, f in files).encode()).hexdigest()[:16]
     cache = cache_dir / f"faces_{size}px_{key}.npz" if cache_dir else None
     names = [d.name for d in folders]
