@@ -9,10 +9,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.services.index import IndexParams
-from models import WEIGHTS_DIR
+from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_80_lm68_light.pt"
 
 
 class Settings(BaseSettings):
@@ -32,7 +31,7 @@ class Settings(BaseSettings):
                                  "make poor templates and are ignored when counting an enrolment photo's faces")
     aligner: Literal["mtcnn5", "landmarks68"] = Field(
         "mtcnn5", description="five points from MTCNN, or from our 68-point landmark network")
-    landmark_weights: Path = Field(WEIGHTS_DIR / "landmarks_integral_96.pt", description="the 68-point network's weights")
+    landmark_weights: Path = Field(DEFAULT_LANDMARK_WEIGHTS, description="the 68-point network's weights")
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")

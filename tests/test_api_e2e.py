@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.config import DEFAULT_WEIGHTS
+from models import DEFAULT_WEIGHTS
 from app.db import crud
 from models.embedder import ModelCard, load_score_function
 from tests.conftest import make_client

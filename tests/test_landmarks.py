@@ -169,7 +169,7 @@ def test_realigned_training_crop_puts_our_points_on_the_template(data):
     from models.aligner import ARCFACE_TEMPLATE, FivePointAligner, similarity_transform
     from models.detector import MTCNNDetector
     from models.landmarker import Landmarker
-    from training.realign import PAD, centre_face, realign
+    from training.realign import PAD, locate, realign
 
     def displacement(points):  # mean distance the alignment transform moves the points
         m = similarity_transform(points, ARCFACE_TEMPLATE)
@@ -182,7 +182,7 @@ def test_realigned_training_crop_puts_our_points_on_the_template(data):
         crop = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         image, five = realign(crop, detector, landmarker, FivePointAligner())
         assert image.shape == (112, 112, 3) and image.dtype == np.uint8
-        padded, face = centre_face(image, detector)
+        padded, face, _ = locate(image, detector)
         before.append(displacement(five))
         after.append(displacement(five_from_68(landmarker.predict(padded, [face.box])[0]) - PAD))
     assert np.mean(after) < 0.6 and np.mean(after) < 0.4 * np.mean(before), (before, after)

@@ -56,7 +56,7 @@ def test_aligner_maps_points_onto_the_template():
 
 
 def test_flip_tta_in_one_batch_equals_two_forward_passes():
-    from app.config import DEFAULT_WEIGHTS
+    from models import DEFAULT_WEIGHTS
     from models.embedder import Embedder
 
     embedder = Embedder(DEFAULT_WEIGHTS)
@@ -76,7 +76,7 @@ def test_bf16_embeddings_of_real_faces_stay_close_to_fp32(data):
     match and a non-match (the shipped thresholds are cosines of 0.4-0.8)."""
     import cv2
 
-    from app.config import DEFAULT_WEIGHTS
+    from models import DEFAULT_WEIGHTS
     from models.embedder import Embedder
 
     paths = sorted((data / "recognition" / "train").glob("pins_*/*.jpg"))[::300][:24]

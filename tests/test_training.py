@@ -43,11 +43,10 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert saved["arch"] == "iresnet_tiny" and saved["augment"]["flip"] == 0.5
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
 
-    # Resume with a longer schedule given on the command line of the saved config.
-    cfg_path = run / "config.yaml"
-    cfg_path.write_text(cfg_path.read_text().replace("steps: 3", "steps: 5"))
-    train(tiny_config(tiny_tree, tmp_path, steps=3), resume=True)
+    # Resume with a longer schedule: applied, and saved with the run.
+    train(tiny_config(tiny_tree, tmp_path, steps=5), resume=True)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 5
 
     weights = export(run, tmp_path / "w" / "tiny.pt", flip_tta=True)
     embedder = Embedder(weights)
@@ -91,9 +90,7 @@ def test_adaface_training_keeps_its_norm_statistics_across_resume(tiny_tree: Pat
     run = train(cfg, resume=False)
     head = torch.load(run / "checkpoint.pt", weights_only=False)["head"]
     assert head["margin.norm_mean"].item() != 20.0  # moved from its initial value by three batches
-    cfg_path = run / "config.yaml"
-    cfg_path.write_text(cfg_path.read_text().replace("steps: 3", "steps: 4"))
-    train(cfg, resume=True)
+    train(apply_overrides(cfg, {"steps": 4}), resume=True)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
 
 
@@ -112,6 +109,16 @@ def test_holdout_keeps_every_identity_in_training_and_reports_accuracy(tiny_tree
 def test_resume_without_checkpoint_is_a_clear_error(tiny_tree: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="drop --resume"):
         train(tiny_config(tiny_tree, tmp_path, steps=2), resume=True)
+
+
+def test_resume_refuses_changes_to_what_the_run_learns_instead_of_ignoring_them(tiny_tree: Path, tmp_path: Path):
+    train(tiny_config(tiny_tree, tmp_path, steps=2), resume=False)
+    changed = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=2), {"lr": 0.5, "augment.flip": 0.0})
+    with pytest.raises(ValueError, match=r"\['augment.flip', 'lr'\]"):
+        train(changed, resume=True)
+    run = train(apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3), {"threads": 2}), resume=True)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["threads"] == 2 and saved["lr"] == TrainConfig().lr
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():

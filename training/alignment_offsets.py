@@ -24,7 +24,7 @@ from models.detector import MTCNNDetector
 from models.landmarker import Landmarker
 from models.landmarks import five_from_68
 from training.config import data_root
-from training.realign import PAD, centre_face
+from training.realign import PAD, locate
 
 log = logging.getLogger("training.alignment_offsets")
 
@@ -35,10 +35,10 @@ def five_point_sources(paths: list[Path], landmarker: Landmarker) -> tuple[np.nd
     detector = MTCNNDetector(min_face_size=20, min_score=0.5)
     mtcnn, ours = [], []
     for path in paths:
-        located = centre_face(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), detector)
+        located = locate(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), detector)
         if located is None:
             continue
-        padded, face = located
+        padded, face, _ = located
         mtcnn.append(face.points - PAD)
         ours.append(five_from_68(landmarker.predict(padded, [face.box])[0]) - PAD)
     return np.asarray(mtcnn), np.asarray(ours)

@@ -34,6 +34,11 @@ class TrainConfig:
     alignment: str = "mtcnn5"
     identity_fraction: float = 1.0
     holdout: float = 0.0  # share of images per identity held out for closed-set classification accuracy
+    # Held-out *people* (training.splits, built by training.celeba into heldout/): with eval_every > 0
+    # the run measures TPR@FPR and DIR@FPIR on them every eval_every steps and at the end (log.jsonl,
+    # heldout.json) -- what model selection and schedule choices are made on, never LFW.
+    heldout_dir: str = ""
+    eval_every: int = 0
     balance_power: float = 0.5
     batch_size: int = 128
     steps: int = 10000
@@ -56,6 +61,9 @@ class TrainConfig:
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir).expanduser() if self.data_dir else data_root() / "recognition" / "train"
+
+    def resolved_heldout_dir(self) -> Path | None:
+        return Path(self.heldout_dir).expanduser() if self.heldout_dir else None
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "facerec"
@@ -116,6 +124,11 @@ def load_config(path: str | None, sets: list[str], config=None):
         key, value = item.split("=", 1)
         pairs[key] = value
     return apply_overrides(cfg, pairs)
+
+
+#: What ``--resume`` may change in a saved run: where and how fast it runs, and ``steps`` (a longer
+#: run: the cosine schedule is stretched from the step it resumes at). Nothing else it learns from.
+RESUME_OVERRIDABLE = {"threads", "device", "cache_dir", "out_dir", "eval_every", "steps"}
 
 
 def config_from_dict(data: dict) -> TrainConfig:

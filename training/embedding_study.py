@@ -38,7 +38,7 @@ MODELS = {
 def shipped_pattern() -> str:
     """Cache-file pattern of the service's default embedder, flip TTA on, MTCNN five-point alignment
     (``-flip_flip1`` excludes the caches of the 68-point and box alignments)."""
-    from app.config import DEFAULT_WEIGHTS
+    from models import DEFAULT_WEIGHTS
 
     name = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())["name"]
     return f"lfw_{name}-*-flip_flip1.npz"

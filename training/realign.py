@@ -36,22 +36,28 @@ log = logging.getLogger("training.realign")
 PAD = 56
 
 
-def centre_face(crop: np.ndarray, detector: MTCNNDetector) -> tuple[np.ndarray, Detection] | None:
-    """The padded crop and the detection nearest its centre (the aligned face), or ``None``."""
-    padded = cv2.copyMakeBorder(crop, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
-    face = central_face(detector.detect(padded), padded.shape)
-    return None if face is None else (padded, face)
+def locate(image: np.ndarray, detector: MTCNNDetector) -> tuple[np.ndarray, Detection, int] | None:
+    """The padded image, the detection nearest its centre (the aligned face) and how many faces were
+    found, or ``None`` when there is none."""
+    padded = cv2.copyMakeBorder(image, PAD, PAD, PAD, PAD, cv2.BORDER_CONSTANT, value=0)
+    faces = detector.detect(padded)
+    face = central_face(faces, padded.shape)
+    return None if face is None else (padded, face, len(faces))
+
+
+def realign_located(located: tuple[np.ndarray, Detection, int], landmarker: Landmarker,
+                    aligner: FivePointAligner) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned 112 px crop, our five points in the unpadded image's pixels) of a located face."""
+    padded, face, _ = located
+    five = five_from_68(landmarker.predict(padded, [face.box])[0])
+    return aligner.align(padded, five), five - PAD
 
 
 def realign(crop: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker,
             aligner: FivePointAligner) -> tuple[np.ndarray, np.ndarray] | None:
     """(re-aligned crop, our five points in the original crop's pixels), or ``None`` when no face."""
-    located = centre_face(crop, detector)
-    if located is None:
-        return None
-    padded, face = located
-    five = five_from_68(landmarker.predict(padded, [face.box])[0])
-    return aligner.align(padded, five), five - PAD
+    located = locate(crop, detector)
+    return None if located is None else realign_located(located, landmarker, aligner)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,8 +23,9 @@ import yaml
 from tqdm import tqdm
 
 from models import create_model
+from training import metrics
 from training.averaging import WeightAverage
-from training.config import TrainConfig, config_from_dict, load_config
+from training.config import RESUME_OVERRIDABLE, TrainConfig, config_from_dict, load_config
 from training.data import BatchSampler, augment, list_identity_folders, load_face_folder, normalise
 from training.heads import create_head
 from training.triplet import PKSampler, triplet_loss
@@ -100,6 +101,48 @@ def classification_accuracy(backbone, head, images, labels, cfg: TrainConfig, de
     return correct / len(labels)
 
 
+def load_heldout(cfg: TrainConfig) -> tuple[dict[str, list[str]], np.ndarray] | None:
+    """The held-out people's crops at the input size (``None`` when the run names none)."""
+    from training.heldout import list_people
+
+    root = cfg.resolved_heldout_dir()
+    if root is None:
+        raise ValueError("eval_every > 0 needs heldout_dir (training.celeba's heldout/ folder)")
+    people = list_people(root)
+    folders = [root / name for name in people]
+    data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
+    return people, data.images
+
+
+@torch.no_grad()
+def heldout_figures(backbone, heldout, cfg: TrainConfig, device, ema: WeightAverage | None = None,
+                    batch: int = 256) -> dict:
+    """TPR@FPR and DIR@FPIR on the held-out people, plain cosine, no flip (the averaged weights when
+    averaging is on): the figures model selection and schedule choices read."""
+    from training.heldout import idrate_metrics
+
+    people, images = heldout
+    live = None
+    if ema is not None:
+        live = {k: v.clone() for k, v in backbone.state_dict().items()}
+        backbone.load_state_dict(ema.state["backbone"])
+    backbone.eval()
+    vectors = []
+    for start in range(0, len(images), batch):
+        x = normalise(torch.from_numpy(images[start:start + batch])).to(device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            vectors.append(F.normalize(backbone(x).float(), dim=1).cpu().numpy())
+    backbone.train()
+    if live is not None:
+        backbone.load_state_dict(live)
+    names = [n for imgs in people.values() for n in imgs]
+    result = idrate_metrics(dict(zip(names, np.concatenate(vectors))), people, metrics.cosine_matrix)
+    return {**{f"tpr@{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
+            **{f"dir@{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]}}
+
+
 def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen,
                     ema: WeightAverage | None = None) -> None:
     """Write atomically, so a run killed mid-write still resumes from the previous checkpoint.
@@ -117,15 +160,36 @@ def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, g
     tmp.replace(path)
 
 
+def config_changes(saved: TrainConfig, requested: TrainConfig) -> list[str]:
+    """Fields (dotted) whose value differs between a run's saved config and the requested one."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "loss_kwargs" else {prefix + k: v})
+        return out
+
+    plain = lambda c: json.loads(json.dumps(c.to_dict()))  # noqa: E731  (tuples and lists compare equal)
+    a, b = flat(plain(saved)), flat(plain(requested))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def train(cfg: TrainConfig, resume: bool) -> Path:
-    """Run (or resume) training; returns the run directory."""
+    """Run (or resume) training; returns the run directory.
+
+    On resume the requested config must equal the run's saved one except in the fields
+    :data:`RESUME_OVERRIDABLE` names (where and how fast it runs); any other difference -- a
+    ``--set`` or an edited ``--config`` -- is refused with the list of fields, never silently ignored."""
     run = cfg.run_dir()
     ckpt_path = run / "checkpoint.pt"
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume given but {ckpt_path} does not exist; drop --resume to start")
-        with open(run / "config.yaml") as f:
-            cfg = config_from_dict(yaml.safe_load(f))
+        saved = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        refused = [k for k in config_changes(saved, cfg) if k.split(".")[0] not in RESUME_OVERRIDABLE]
+        if refused:
+            raise ValueError(f"--resume continues {run} with its saved config, but the requested one differs in "
+                             f"{refused}; only {sorted(RESUME_OVERRIDABLE)} may change on resume. Drop those "
+                             "changes, or start a new run under another name.")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -161,12 +225,13 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         log.info("resumed %s at step %d", run, start)
     else:
         run.mkdir(parents=True, exist_ok=True)
-        with open(run / "config.yaml", "w") as f:
-            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
         with open(run / "classes.json", "w") as f:
             json.dump(data.class_names, f)
+    with open(run / "config.yaml", "w") as f:  # on resume: with the changes it allowed
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
 
     steps_per_epoch = max(1, len(labels) // cfg.batch_size)
+    heldout = load_heldout(cfg) if cfg.eval_every > 0 else None
     backbone.train()
     head.train()
     log_file = open(run / "log.jsonl", "a")
@@ -192,14 +257,14 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             # Accuracy is read from these cosines, before the step moves the centres towards this batch.
             cos = head.cosines(emb.float())
             loss = F.cross_entropy(head.logits(emb, y, cos), y)
+        if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
         optimiser.step()
         if ema is not None:
             ema.update({"backbone": backbone, "head": head})
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
         seen += len(y)
         loss_sum += loss.item() * len(y)
         correct += (1.0 - active) * len(y) if triplet else (cos.detach().argmax(1) == y).sum().item()
@@ -214,6 +279,11 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         if done % steps_per_epoch == 0 or done == cfg.steps:
             save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
+        if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            rec = {"step": done, "heldout": heldout_figures(backbone, heldout, cfg, device, ema), "time": time.time()}
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+            log.info("step %d, held-out people: %s", done, rec["heldout"])
     log_file.close()
     if ema is not None:  # what is measured below and exported is the average
         backbone.load_state_dict(ema.state["backbone"])
