@@ -8,10 +8,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.services.index import IndexParams
-from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS
+from app.services.index_params import IndexParams
+from models.pipeline import PipelineConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PIPELINE = PipelineConfig()  # the pipeline's defaults are the service's defaults
+
 
 
 class Settings(BaseSettings):
@@ -19,19 +20,20 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FACEREC_", extra="ignore")
 
-    state_dir: Path = Field(PROJECT_ROOT / "state", description="where the SQLite database and FAISS index live")
-    data: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="shared data root (tests, training)")
+    # Relative to the working directory, never to the installed package: an installed service must not
+    # keep its database inside site-packages.
+    state_dir: Path = Field(Path("state"), description="where the SQLite database and FAISS index live")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    weights: Path = DEFAULT_WEIGHTS
-    detector_min_score: float = Field(0.9, ge=0.0, le=1.0)
-    detector_min_face: int = Field(40, ge=12, description="smallest face side in pixels the detector looks for; "
+    weights: Path = _PIPELINE.weights
+    detector_min_score: float = Field(_PIPELINE.detector_min_score, ge=0.0, le=1.0)
+    detector_min_face: int = Field(_PIPELINE.detector_min_face, ge=12, description="smallest face side in pixels the detector looks for; "
                                    "20 finds tiny faces at ~1.5x the detection time")
     enroll_min_face: int = Field(80, ge=12, description="smallest face side in pixels accepted for enrolment "
                                  "(in the detector's image, at most 1280 px on its long side); smaller faces "
                                  "make poor templates and are ignored when counting an enrolment photo's faces")
     aligner: Literal["mtcnn5", "landmarks68"] = Field(
-        "mtcnn5", description="five points from MTCNN, or from our 68-point landmark network")
-    landmark_weights: Path = Field(DEFAULT_LANDMARK_WEIGHTS, description="the 68-point network's weights")
+        _PIPELINE.aligner, description="five points from MTCNN, or from our 68-point landmark network")
+    landmark_weights: Path = Field(_PIPELINE.landmark_weights, description="the 68-point network's weights")
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")
@@ -72,6 +74,13 @@ class Settings(BaseSettings):
             raise ValueError(f"FACEREC_ALIGNER=landmarks68 but {self.landmark_weights} does not exist; train and "
                              "export it with training.train_landmarks, or set FACEREC_ALIGNER=mtcnn5")
         return self
+
+    @property
+    def pipeline_config(self) -> PipelineConfig:
+        """What the pipeline computes (``models.pipeline.build_pipeline`` builds it)."""
+        return PipelineConfig(weights=self.weights, detector_min_score=self.detector_min_score,
+                              detector_min_face=self.detector_min_face, aligner=self.aligner,
+                              landmark_weights=self.landmark_weights)
 
     @property
     def index_params(self) -> IndexParams:

@@ -19,11 +19,7 @@ from app.config import Settings, get_settings
 from app.db.session import make_engine, make_session_factory, upgrade_database
 from app.services.auth import KeyStore
 from app.services.recognition import RecognitionService
-from models.aligner import FivePointAligner
-from models.detector import MTCNNDetector
-from models.embedder import Embedder
-from models.landmarker import Landmarker
-from models.pipeline import FacePipeline
+from models.pipeline import build_pipeline
 
 log = logging.getLogger("app")
 
@@ -67,10 +63,7 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
     # enough, and torch keeps its own pool.
     threadpool_limits(1, user_api="blas")
-    landmarker = Landmarker(settings.landmark_weights, device) if settings.aligner == "landmarks68" else None
-    pipeline = FacePipeline(MTCNNDetector(device, min_score=settings.detector_min_score,
-                                          min_face_size=settings.detector_min_face), FivePointAligner(),
-                            Embedder(settings.weights, device), landmarker)
+    pipeline = build_pipeline(settings.pipeline_config, device)
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
     service = RecognitionService(settings, pipeline, sessions)
     service.sync_index()

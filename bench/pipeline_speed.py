@@ -32,8 +32,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.testing import LiveServer  # noqa: E402
 from bench.soak_identify import jpeg_640x480  # noqa: E402
-from tests.live import LiveServer  # noqa: E402
 from training.config import data_root  # noqa: E402
 
 log = logging.getLogger("bench.speed")

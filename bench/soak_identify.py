@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.live import LiveServer
+from app.testing import LiveServer
 from training.config import data_root
 
 log = logging.getLogger("bench.soak")

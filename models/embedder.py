@@ -8,12 +8,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.inputs import hwc_batch, resize_crop
 from models.registry import create_model
 from models.scoring import ScoreFunction, cohort_normalised, cosine_matrix
 
@@ -110,10 +110,7 @@ class Embedder:
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""
-        size = self.card.input_size
-        batch = np.stack([c if c.shape[0] == size else cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
-                          for c in crops])
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        x = hwc_batch([resize_crop(c, self.card.input_size) for c in crops])
         return x.to(self.device).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()

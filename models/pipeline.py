@@ -1,10 +1,23 @@
-"""The full pipeline: detect -> align -> embed, each step usable on its own."""
+"""The full pipeline: detect -> align -> embed, each step usable on its own, and the one factory
+that builds it.
+
+What is measured is what is served: the service (``app.main``), the LFW evaluation
+(``training.evaluate``), the alignment tools and the benchmarks all build their pipeline with
+:func:`build_pipeline` from a :class:`PipelineConfig`, whose defaults *are* the service's defaults
+(``app.config.Settings`` reads them from here). A tool that measures something else must say so
+by passing a different config, and ``training.evaluate --update-card`` refuses to.
+"""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 
+from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS
 from models.aligner import FivePointAligner
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
@@ -64,3 +77,40 @@ class FacePipeline:
         """Detect, align and embed every face (the ``max_faces`` highest-scoring when capped)."""
         detections = self.detect(image)
         return self.embed_detections(image, detections[:max_faces] if max_faces else detections)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that decides which faces are found and which vectors they get.
+
+    Args:
+        weights: the embedder (its card says input size, flip TTA and scoring).
+        detector_min_score: faces the detector scores lower are ignored.
+        detector_min_face: the smallest face side (px) the detector looks for (MTCNN's pyramid).
+        aligner: ``mtcnn5`` (the detector's five points) or ``landmarks68`` (our 68-point network).
+        landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
+    """
+
+    weights: Path = DEFAULT_WEIGHTS
+    detector_min_score: float = 0.9
+    detector_min_face: int = 40
+    aligner: Literal["mtcnn5", "landmarks68"] = "mtcnn5"
+    landmark_weights: Path = DEFAULT_LANDMARK_WEIGHTS
+
+    def differences(self, other: "PipelineConfig") -> list[str]:
+        """Names of the fields where ``other`` differs (paths compared resolved)."""
+        norm = lambda v: Path(v).resolve() if isinstance(v, Path) else v  # noqa: E731
+        return [f for f in self.__dataclass_fields__ if norm(getattr(self, f)) != norm(getattr(other, f))]
+
+
+def build_detector(config: PipelineConfig, device: torch.device | str = "cpu") -> MTCNNDetector:
+    return MTCNNDetector(device, min_score=config.detector_min_score, min_face_size=config.detector_min_face)
+
+
+def build_pipeline(config: PipelineConfig | None = None, device: torch.device | str = "cpu") -> FacePipeline:
+    """The pipeline ``config`` describes (the service's defaults when omitted), loaded on ``device``."""
+    config = config or PipelineConfig()
+    if config.aligner not in ("mtcnn5", "landmarks68"):
+        raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
+    landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
+    return FacePipeline(build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker)

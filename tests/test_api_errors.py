@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_client
-from tests.test_api_e2e import files
+from tests.helpers import files, make_client
 
 
 def png_bytes(width: int, height: int) -> bytes:

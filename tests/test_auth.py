@@ -12,8 +12,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.keys import main as keys_cli
 from app.main import create_app
-from tests.conftest import ADMIN_KEY, make_client
-from tests.test_api_e2e import files
+from tests.helpers import ADMIN_KEY, files, make_client
 
 # (method, path, role needed)
 ENDPOINTS = [

@@ -15,8 +15,8 @@ import faiss
 import numpy as np
 
 from app.services.index import checksum
-from tests.live import LiveServer
-from tests.test_crash_consistency import database_state, one_face_photos
+from app.testing import LiveServer
+from tests.helpers import database_state, one_face_photos
 
 log = logging.getLogger(__name__)
 CLIENTS = 16

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -18,30 +17,12 @@ import httpx
 import numpy as np
 
 from app.services.index import checksum
-from tests.live import LiveServer
+from app.testing import LiveServer
+from tests.helpers import database_state, one_face_photos
 
 log = logging.getLogger(__name__)
 CYCLES = 20
 SEED = 20261130
-
-
-def one_face_photos(data: Path) -> list[tuple[str, bytes]]:
-    known = data / "photos" / "known_people"
-    paths = [known / "obama_small.jpg", known / "knn_examples" / "train" / "kit_harington" / "john2.jpeg",
-             known / "knn_examples" / "train" / "rose_leslie" / "img2.jpg"]
-    return [(p.name, p.read_bytes()) for p in paths]
-
-
-def database_state(state: Path) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """{name: face count}, face ids and vectors, read straight from the SQLite file."""
-    with sqlite3.connect(state / "facerec.db") as db:
-        counts = dict(db.execute("SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f "
-                                 "ON f.identity_id = i.id GROUP BY i.id"))
-        rows = db.execute("SELECT id, embedding FROM faces ORDER BY id").fetchall()
-    ids = np.array([r[0] for r in rows], np.int64)
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
-        np.zeros((0, 512), np.float32)
-    return counts, ids, vectors
 
 
 class Ledger:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from models.metrics import cosine_matrix
 from training.fusion import ensemble
-from training.metrics import cosine_matrix
 
 
 def test_ensemble_cosine_is_the_mean_of_the_models_cosines():
@@ -30,7 +30,7 @@ def test_ensemble_refuses_caches_of_different_photos():
 
 
 def test_tabled_cohort_score_equals_the_shipped_cohort_score():
-    from training.metrics import cohort_normalised
+    from models.metrics import cohort_normalised
     from training.score_probes import table_score
 
     rng = np.random.default_rng(1)

@@ -24,8 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import ADMIN_KEY
-from tests.test_api_e2e import files
+from tests.helpers import ADMIN_KEY, files
 
 FUZZ_EXAMPLES = 300
 SEED = 20261130

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import yaml
 
-from bench import gpu_pack
+from training import gpu_pack
 from training.data import list_identity_folders, load_face_folder
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.services.index import IndexParams, VectorIndex, checksum
-from tests.conftest import make_client
-from tests.test_api_e2e import enroll_all, files, matched_names
+from tests.helpers import enroll_all, files, make_client, matched_names
 
 
 def unit(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:

@@ -78,8 +78,11 @@ def test_landmark_training_smoke_export_and_predict(tmp_path):
     run = train(cfg, resume=False, data=(images, points, boxes, [6]))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
     cfg.steps = 4
-    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("steps: 3", "steps: 4"))
     train(cfg, resume=True, data=(images, points, boxes, [6]))
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 4
+    cfg.lr = 1.0  # a change resume would otherwise ignore
+    with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
+        train(cfg, resume=True, data=(images, points, boxes, [6]))
     weights = export(run, tmp_path / "w" / "lm.pt")
     pred = Landmarker(weights).predict(images[0], [boxes[0], boxes[1]])
     assert pred.shape == (2, 68, 2) and np.isfinite(pred).all()
@@ -122,8 +125,7 @@ def test_service_with_the_68_point_aligner_returns_68_points(tmp_path, known):
     import torch
 
     from models import create_model
-    from tests.conftest import make_client
-    from tests.test_api_e2e import files
+    from tests.helpers import files, make_client
 
     weights = tmp_path / "lm.pt"
     torch.save({k: v.half() if v.is_floating_point() else v

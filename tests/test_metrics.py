@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.metrics import (
+from models.metrics import (
     best_threshold,
     cohort_normalised,
     cosine_matrix,

@@ -9,8 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from tests.conftest import make_client
-from tests.test_api_e2e import files
+from tests.helpers import files, make_client
 
 
 @pytest.mark.parametrize("exact_max", [20_000, 1], ids=["exact-index", "hnsw-index"])

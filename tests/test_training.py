@@ -11,8 +11,9 @@ import torch
 import yaml
 
 from models.embedder import Embedder
+from models.inputs import normalise
 from training.config import TrainConfig, apply_overrides, load_config
-from training.data import AugmentConfig, augment, balanced_weights, normalise
+from training.data import AugmentConfig, augment, balanced_weights
 from training.export import export
 from training.train import lr_at, train
 

@@ -31,6 +31,7 @@ from models.aligner import ARCFACE_TEMPLATE, similarity_transform
 from models.detector import MTCNNDetector
 from models.landmarker import Landmarker, apply_affine, invert_affine
 from models.landmarks import five_from_68
+from models.pipeline import PipelineConfig, build_detector
 from training import lfw
 from training.config import data_root
 from training.landmark_data import nearest_box, read_split
@@ -128,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/alignment/points.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The service's detector settings, so the points are the ones it aligns with.
-    detector, landmarker = MTCNNDetector(min_score=0.9, min_face_size=40), Landmarker(args.landmarks)
+    # The service's detector (the pipeline factory's defaults), so the points are the ones it aligns with.
+    detector, landmarker = build_detector(PipelineConfig()), Landmarker(args.landmarks)
     result = {"landmarks": landmarker.version,
               "command": f"python -m training.alignment_points --landmarks {args.landmarks} "
                          f"--photos {args.photos} --copies {args.copies}",

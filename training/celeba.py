@@ -133,7 +133,7 @@ def build_crops(rows: list[Row], git_dirs: dict[str, Path], out: Path, landmarks
     from models.aligner import FivePointAligner
     from models.detector import MTCNNDetector
     from models.landmarker import Landmarker
-    from training.realign import realign_located, locate
+    from training.realign import locate, realign_located
 
     index, count = shard
     mine = [r for r in rows if r.celeba_id % count == index]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.inputs import resize_crop
+
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -49,10 +51,7 @@ def _read_resized(path: Path, size: int) -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode training image {path}")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[0] != size:
-        # INTER_AREA, exactly as the service resizes its 112 px aligned crops.
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return image.transpose(2, 0, 1)
+    return resize_crop(image, size).transpose(2, 0, 1)  # exactly as the service resizes its crops
 
 
 def face_files(folders: list[Path]) -> list[tuple[int, Path]]:
@@ -116,11 +115,6 @@ class AugmentConfig:
     # behind most of our LFW misses (reports/embeddings.md).
     occlusion: float = 0.0
     sunglasses: float = 0.0
-
-
-def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float in [-1, 1], the embedder's input convention."""
-    return images_uint8.float().div_(127.5).sub_(1.0)
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:

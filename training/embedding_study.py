@@ -21,7 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training import lfw, metrics
+from models import metrics
+from training import lfw
 from training.config import data_root
 from training.evaluate import DEFAULT_CACHE, load_embeddings
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.aligner import FivePointAligner
-from models.detector import MTCNNDetector
+from models import metrics
 from models.embedder import Embedder
-from models.pipeline import FacePipeline
-from training import lfw, metrics, plots
+from models.pipeline import FacePipeline, PipelineConfig, build_pipeline
+from training import lfw, plots
 from training.config import data_root
 
 log = logging.getLogger("training.evaluate")
@@ -119,10 +118,23 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     (out / "report.md").write_text("\n".join(lines))
 
 
-def update_card(card_path: Path, result: dict) -> None:
-    """Store the measured metrics and calibrated thresholds in the model card."""
+def update_card(card_path: Path, result: dict, heldout: dict) -> None:
+    """Store the measured metrics in the model card, with thresholds calibrated on the held-out
+    people (``heldout``: :func:`training.heldout.evaluate_heldout`'s result) -- never on LFW -- and
+    how those thresholds hold on LFW's ID-rate negatives (nominal vs measured FPR)."""
+    from training.heldout import fpr_check
+
     card = json.loads(card_path.read_text())
-    card["thresholds"] = result["thresholds"]
+    card["thresholds"] = heldout["thresholds"]
+    card["calibration"] = {
+        "set": "held-out CelebA people (training.splits), never trained on; crops made as the training crops",
+        "identities": heldout["idrate_counts"]["identities"], "negatives": heldout["idrate_counts"]["negatives"],
+        "protocol": "ID-rate negatives (training/heldout.py); the threshold at FPR f is the N-th largest negative "
+                    "score, N = round(f * negatives)",
+        "check_on_lfw": fpr_check(heldout["thresholds"], result["_curves"][1]),
+    }
+    card["metrics_heldout"] = {"idrate": heldout["idrate"], "dir_at_fpir": heldout["dir_at_fpir"],
+                               "counts": heldout["idrate_counts"], "open_set_counts": heldout["open_set_counts"]}
     card["metrics"] = {
         "lfw_10fold_accuracy": {"mean": result["lfw_accuracy"]["mean"], "std": result["lfw_accuracy"]["std"]},
         "idrate": result["idrate"], "dir_at_fpir": result["dir_at_fpir"],
@@ -132,13 +144,12 @@ def update_card(card_path: Path, result: dict) -> None:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
-def build_pipeline(weights: Path, device: str, landmark_weights: Path | None = None) -> FacePipeline:
-    """The evaluated pipeline: MTCNN, the five-point aligner (fed by our 68-point network when
-    ``landmark_weights`` is given) and the embedder."""
-    from models.landmarker import Landmarker
-
-    landmarker = Landmarker(landmark_weights, device) if landmark_weights else None
-    return FacePipeline(MTCNNDetector(device), FivePointAligner(), Embedder(weights, device), landmarker)
+def pipeline_config(weights: Path, landmark_weights: Path | None = None) -> PipelineConfig:
+    """The evaluated pipeline: the service's (``models.pipeline.PipelineConfig`` defaults) with these
+    weights, aligned by our 68-point network when ``landmark_weights`` is given."""
+    if landmark_weights is None:
+        return PipelineConfig(weights=weights)
+    return PipelineConfig(weights=weights, aligner="landmarks68", landmark_weights=landmark_weights)
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
@@ -186,7 +197,7 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     """
     root = (data or data_root()) / "lfw"
     t0 = time.perf_counter()
-    pipeline = build_pipeline(weights, device, landmark_weights)
+    pipeline = build_pipeline(pipeline_config(weights, landmark_weights), device)
     if flip_tta != "card":
         pipeline.embedder.card.flip_tta = flip_tta == "on"
     people = lfw.list_people(root / "images")
@@ -206,7 +217,9 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
            "MTCNN's five points")
     card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta, version=pipeline.version,
                 alignment=how)
+    curves = result["_curves"]
     write_report(out, result, card, time.perf_counter() - t0, roc)
+    result["_curves"] = curves
     result["roc"] = roc
     return result
 
@@ -225,16 +238,28 @@ def main(argv: list[str] | None = None) -> None:
                         help="align with this 68-point network's weights instead of MTCNN's five points")
     parser.add_argument("--alignment", choices=["auto", "box"], default="auto",
                         help="box: no alignment (the detector box, cropped square) -- the ablation baseline")
+    parser.add_argument("--heldout", type=Path, default=Path("~/.cache/facerec/celeba/heldout"),
+                        help="the held-out people the card's thresholds are calibrated on (training.celeba)")
     parser.add_argument("--scoring", choices=["card", "cosine"], default="card",
                         help="cosine: plain cosine even when the card scores with cohort normalisation")
     args = parser.parse_args(argv)
-    if args.update_card and args.scoring != "card":
-        parser.error("--update-card calibrates the card's own scoring; drop --scoring cosine")
+    if args.update_card:
+        # The card describes what the service serves: any option that measures something else is refused.
+        served = PipelineConfig(weights=args.weights)
+        differs = served.differences(pipeline_config(args.weights, args.landmarks))
+        differs += [f"--{k.replace('_', '-')} {v}" for k, v in (("flip_tta", args.flip_tta), ("alignment", args.alignment),
+                                                                 ("scoring", args.scoring)) if v not in ("card", "auto")]
+        if differs:
+            parser.error(f"--update-card writes what the service serves into the card, but {differs} differ from "
+                         "the service's pipeline (models.pipeline.PipelineConfig); drop them, or drop --update-card")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta,
                             args.landmarks, args.alignment, args.scoring)
     if args.update_card:
-        update_card(args.weights.with_suffix(".json"), result)
+        from training.heldout import evaluate_heldout
+
+        heldout = evaluate_heldout(Embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
+        update_card(args.weights.with_suffix(".json"), result, heldout)
     log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],
              result["lfw_accuracy"]["std"], {p["fpr"]: round(p["tpr"], 4) for p in result["idrate"]}, args.out)
 

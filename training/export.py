@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 
+from models.inputs import NORMALISATION
 from training.config import config_from_dict
 
 log = logging.getLogger("training.export")
@@ -100,7 +101,7 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
         # The points the training crops were aligned from; serving with the same aligner avoids a
         # train/serve mismatch (FACEREC_ALIGNER).
         "training_alignment": cfg.alignment,
-        "normalisation": "RGB, (x / 127.5) - 1",
+        "normalisation": NORMALISATION,
         "embedding_size": cfg.embedding_dim,
         "embedding_dim": cfg.embedding_dim,
         "flip_tta": flip_tta,

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import lfw, metrics
+from models import metrics
+from training import lfw
 from training.config import data_root
 from training.evaluate import DEFAULT_CACHE, compute_metrics, load_embeddings
 

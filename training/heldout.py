@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models import metrics
 from models.embedder import Embedder
-from training import metrics
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.heldout")

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models import metrics
 from models.embedder import Embedder
 from models.scoring import top_cohort_cosines
-from training import lfw, metrics
+from training import lfw
 from training.config import config_from_dict, data_root
 from training.data import list_identity_folders, load_face_folder
 from training.evaluate import DEFAULT_CACHE, cached_embeddings, compute_metrics

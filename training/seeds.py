@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import sign_test
+from models.metrics import sign_test
 
 log = logging.getLogger("training.seeds")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -22,30 +21,20 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from models import create_model
-from training import metrics
+from models import create_model, metrics
+from models.inputs import normalise
 from training.averaging import WeightAverage
 from training.config import RESUME_OVERRIDABLE, TrainConfig, config_from_dict, load_config
-from training.data import BatchSampler, augment, list_identity_folders, load_face_folder, normalise
+from training.data import BatchSampler, augment, list_identity_folders, load_face_folder
 from training.heads import create_head
+from training.loop import RunLog, check_resume, cosine_lr, pick_device, save_atomic, save_config
 from training.triplet import PKSampler, triplet_loss
 
 log = logging.getLogger("training.train")
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero, tied to steps (not wall-clock)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
 
 
 def build(cfg: TrainConfig, num_classes: int, device: torch.device):
@@ -149,28 +138,13 @@ def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, g
 
     With weight averaging on, ``backbone`` and ``head`` hold the *averaged* weights (what export and
     evaluation read) and ``live`` the weights training continues from."""
-    tmp = path.with_suffix(".tmp")
     state = {"step": step, "backbone": backbone.state_dict(), "head": head.state_dict(),
              "optimiser": optimiser.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
              "torch_rng": gen.get_state()}
     if ema is not None:
         state["live"] = {"backbone": state["backbone"], "head": state["head"], "updates": ema.updates}
         state["backbone"], state["head"] = ema.state["backbone"], ema.state["head"]
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def config_changes(saved: TrainConfig, requested: TrainConfig) -> list[str]:
-    """Fields (dotted) whose value differs between a run's saved config and the requested one."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "loss_kwargs" else {prefix + k: v})
-        return out
-
-    plain = lambda c: json.loads(json.dumps(c.to_dict()))  # noqa: E731  (tuples and lists compare equal)
-    a, b = flat(plain(saved)), flat(plain(requested))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    save_atomic(path, state)
 
 
 def train(cfg: TrainConfig, resume: bool) -> Path:
@@ -184,12 +158,8 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume given but {ckpt_path} does not exist; drop --resume to start")
-        saved = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-        refused = [k for k in config_changes(saved, cfg) if k.split(".")[0] not in RESUME_OVERRIDABLE]
-        if refused:
-            raise ValueError(f"--resume continues {run} with its saved config, but the requested one differs in "
-                             f"{refused}; only {sorted(RESUME_OVERRIDABLE)} may change on resume. Drop those "
-                             "changes, or start a new run under another name.")
+        check_resume(run, config_from_dict(yaml.safe_load((run / "config.yaml").read_text())), cfg,
+                     RESUME_OVERRIDABLE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -227,14 +197,13 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         run.mkdir(parents=True, exist_ok=True)
         with open(run / "classes.json", "w") as f:
             json.dump(data.class_names, f)
-    with open(run / "config.yaml", "w") as f:  # on resume: with the changes it allowed
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    save_config(run, cfg)  # on resume: with the changes it allowed
 
     steps_per_epoch = max(1, len(labels) // cfg.batch_size)
     heldout = load_heldout(cfg) if cfg.eval_every > 0 else None
     backbone.train()
     head.train()
-    log_file = open(run / "log.jsonl", "a")
+    log_file = RunLog(run)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step")
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     for step in bar:
@@ -273,16 +242,14 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             ips = seen / (time.perf_counter() - t0)
             rec = {"step": done, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
                    "img_per_s": ips, "time": time.time()}
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
+            log_file.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         if done % steps_per_epoch == 0 or done == cfg.steps:
             save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
         if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             rec = {"step": done, "heldout": heldout_figures(backbone, heldout, cfg, device, ema), "time": time.time()}
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
+            log_file.write(rec)
             log.info("step %d, held-out people: %s", done, rec["heldout"])
     log_file.close()
     if ema is not None:  # what is measured below and exported is the average

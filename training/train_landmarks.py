@@ -14,20 +14,20 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
+from models.inputs import hwc_batch
 from models.registry import create_model
 from training.config import data_root, load_config
 from training.export import git_commit
 from training.landmark_data import CropAugment, detector_boxes, make_crop, read_split, wing_loss
+from training.loop import RunLog, check_resume, cosine_lr, pick_device, save_atomic, save_config
 
 log = logging.getLogger("training.train_landmarks")
 
@@ -51,6 +51,7 @@ class LandmarkConfig:
     bf16: bool = True
     threads: int = 0
     seed: int = 0
+    device: str = "auto"  # as the embedder's training: CUDA when present
     checkpoint_every: int = 250
     out_dir: str = "runs"
     augment: CropAugment = field(default_factory=CropAugment)
@@ -93,42 +94,47 @@ def sample_probabilities(sizes: list[int], share: tuple[float, ...]) -> np.ndarr
     return np.concatenate([np.full(n, s / total / n) for n, s in zip(sizes, share)])
 
 
+#: What ``--resume`` may change in a saved landmark run (as ``training.config.RESUME_OVERRIDABLE``).
+RESUME_OVERRIDABLE = {"threads", "device", "out_dir", "steps", "checkpoint_every"}
+
+
 def lr_at(step: int, cfg: LandmarkConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+    return cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
 
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return hwc_batch(crops)
 
 
 def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
     """Run (or resume) training; ``data`` = (images, points, boxes, split sizes) overrides the shared data (tests)."""
     run = cfg.run_dir()
     ckpt = run / "checkpoint.pt"
+    if resume:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"--resume given but {ckpt} does not exist; drop --resume to start")
+        check_resume(run, load_landmark_config(str(run / "config.yaml"), []), cfg, RESUME_OVERRIDABLE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
     images, points, boxes, sizes = data if data is not None else load_training_set(cfg)
     probs = sample_probabilities(sizes, cfg.split_share)
-    model = create_model(cfg.arch, input_size=cfg.input_size)
+    model = create_model(cfg.arch, input_size=cfg.input_size).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     start = 0
     if resume:
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         rng.bit_generator.state = state["rng"]
         start = state["step"]
-    else:
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    log.info("%d training faces; %s from step %d", len(images), run, start)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(run, cfg)
+    log.info("%d training faces; %s from step %d on %s", len(images), run, start, device)
     model.train()
-    log_file = open(run / "log.jsonl", "a")
+    log_file = RunLog(run)
     t0, seen, total = time.perf_counter(), 0, 0.0
     for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step"):
         for group in optimiser.param_groups:
@@ -136,29 +142,26 @@ def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
         idx = rng.choice(len(images), cfg.batch_size, p=probs)
         pairs = [make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment)
                  for i in idx]
-        x = to_tensor(np.stack([c for c, _ in pairs]))
-        y = torch.from_numpy(np.stack([p for _, p in pairs]))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        x = to_tensor(np.stack([c for c, _ in pairs])).to(device)
+        y = torch.from_numpy(np.stack([p for _, p in pairs])).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = model(x)
         loss = wing_loss(pred.float() * cfg.input_size, y)
+        if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
         seen += len(idx)
         total += loss.item() * len(idx)
         done = step + 1
         if done % 20 == 0 or done == cfg.steps:
-            log_file.write(json.dumps({"step": done, "loss": total / seen, "img_per_s": seen / (time.perf_counter() - t0),
-                                       "time": time.time()}) + "\n")
-            log_file.flush()
+            log_file.write({"step": done, "loss": total / seen, "img_per_s": seen / (time.perf_counter() - t0),
+                            "time": time.time()})
             t0, seen, total = time.perf_counter(), 0, 0.0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"step": done, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                        "rng": rng.bit_generator.state}, tmp)
-            tmp.replace(ckpt)
+            save_atomic(ckpt, {"step": done, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                               "rng": rng.bit_generator.state})
     log_file.close()
     return run
 

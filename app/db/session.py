@@ -8,7 +8,10 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+import migrations
+
+#: Found from the installed ``migrations`` package, not the working directory.
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
 def make_engine(url: str) -> Engine:

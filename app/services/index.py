@@ -26,11 +26,12 @@ import logging
 import os
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from app.services.index_params import IndexParams
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(path)
-
-
-@dataclass(frozen=True)
-class IndexParams:
-    """How the index is chosen and searched (defaults measured by ``bench/index_scale.py``)."""
-
-    exact_max: int = 20_000
-    hnsw_m: int = 32
-    ef_construction: int = 40
-    ef_search: int = 384
 
 
 class VectorIndex:

@@ -16,10 +16,10 @@ from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
 from app.services.images import DecodedImage, decode_image
 from app.services.index import VectorIndex
+from models.metrics import idrate
 from models.pipeline import FacePipeline
 from models.timing import Timings
 from models.types import Face
-from training.metrics import idrate
 
 log = logging.getLogger(__name__)
 REPORT_FPRS = [1e-1, 1e-2, 1e-3, 1e-4]

@@ -2,17 +2,17 @@
 # Train the shipped recipe, unchanged, on a CUDA machine: its speed there, a CPU baseline on the same
 # machine, then more seeds of ArcFace and AdaFace in parallel on the one GPU (reports/losses.md, "Stop 15").
 #
-# Here:   python bench/gpu_pack.py --out .gpu/crops.tar.gz      (the crops as WebP; .gpu/ is git-ignored)
-# There:  bash bench/gpu_train.sh                            (device tool, carrying .gpu; writes $OUT)
-#         PLAN=curve bash bench/gpu_train.sh                 (the learning curve, 25/50/75% of the people)
-#         PLAN=more bash bench/gpu_train.sh                  (seeds 5-7 of both losses, a third 75% seed)
+# Here:   python -m training.gpu_pack --out .gpu/crops.tar.gz      (the crops as WebP; .gpu/ is git-ignored)
+# There:  bash training/gpu_train.sh                            (device tool, carrying .gpu; writes $OUT)
+#         PLAN=curve bash training/gpu_train.sh                 (the learning curve, 25/50/75% of the people)
+#         PLAN=more bash training/gpu_train.sh                  (seeds 5-7 of both losses, a third 75% seed)
 # Back:   for t in runs_*.tar; do tar xf $t -C runs/; done      (slim checkpoints: fp16 backbone + head,
 #         enough for training.export and training.fusion --cohort)
 #         tar xzf logs.tar.gz -C runs/ --exclude='logs/*'         (each run's config, classes, log, held-out)
 #         then training.export / training.evaluate here, as for a run trained here.
 #
 # Smoke test on CPU (a few minutes; it leaves runs/g_* behind):
-#   PY=.venv/bin/python STEPS=20 DATA=/tmp/smoke_crops OUT=/tmp/gpu_smoke bash bench/gpu_train.sh
+#   PY=.venv/bin/python STEPS=20 DATA=/tmp/smoke_crops OUT=/tmp/gpu_smoke bash training/gpu_train.sh
 set -u
 PY=${PY:-python3}
 OUT=${OUT:?set OUT to the folder that comes back}

@@ -1,6 +1,6 @@
-"""Pack the training crops small enough to travel to a GPU machine (``bench/gpu_train.sh`` trains there).
+"""Pack the training crops small enough to travel to a GPU machine (``training/gpu_train.sh`` trains there).
 
-    python bench/gpu_pack.py --out .gpu/crops.tar.gz
+    python -m training.gpu_pack --out .gpu/crops.tar.gz
 
 The shipped recipe trains on the re-aligned 112 px crops resized to 80 px (574 MB of PNG; 420 MB once
 decoded), more than the 64 MiB a device call may carry. This writes each crop at the recipe's input size
@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import sys
 import tarfile
 from pathlib import Path
 
 import cv2
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from training.config import load_config
+from training.data import face_files, list_identity_folders, load_face_folder
 
-from training.config import load_config  # noqa: E402
-from training.data import face_files, list_identity_folders, load_face_folder  # noqa: E402
-
-log = logging.getLogger("bench.gpu_pack")
+log = logging.getLogger("training.gpu_pack")
 
 
 def main(argv: list[str] | None = None) -> None:

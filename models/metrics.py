@@ -1,5 +1,9 @@
 """Verification and identification metrics as pure numpy functions.
 
+They live in ``models`` beside the scoring code because both sides use them: the service reports a
+live ID rate over its gallery (``app``) and the evaluation reports LFW's and the held-out people's
+(``training``).
+
 A face the detector missed is passed as a row of NaNs: every similarity it takes part in becomes
 ``-inf``, so it is a miss for positives and a rejection for negatives, never silently dropped.
 """

@@ -1,5 +1,6 @@
-"""The real server in a subprocess (uvicorn), for the tests that kill it or load it from many clients,
-and for the benchmarks that measure it over HTTP."""
+"""The real service in a subprocess (uvicorn) on a free loopback port: for the tests that kill it or
+load it from many clients, for the benchmarks that measure it over HTTP, and for anyone who wants a
+throwaway instance in a script. Not imported by the service itself."""
 from __future__ import annotations
 
 import os
