@@ -9,6 +9,7 @@ import pytest
 from app.db import crud
 from models import DEFAULT_WEIGHTS
 from models.embedder import ModelCard, load_score_function
+from models.metrics import idrate
 from tests.helpers import EXPECTED, enroll_all, files, make_client, matched_names, top_candidates
 
 
@@ -142,4 +143,15 @@ def test_idrate_metrics_report_card_and_live_gallery(client, known: Path):
     enroll_all(client, known)
     live = client.get("/metrics/idrate").json()["gallery"]
     assert live["identities_with_2_plus_faces"] == 4 and live["faces"] == 9
-    assert all(0.0 <= p["tpr"] <= 1.0 for p in live["idrate"])
+    # The live figure is the seed's ID rate over the stored vectors, scored as the card says: the
+    # four people with two faces give four positive pairs, so every TPR is a multiple of 1/4, and the
+    # report equals the metric recomputed here from the database.
+    service = client.app.state.service
+    with service.sessions() as session:
+        _, owners, vectors = crud.embeddings(session=session, model_version=service.model_version, dim=512)
+    people, counts = np.unique(owners, return_counts=True)
+    query = np.isin(owners, people[counts >= 2])
+    expected = idrate(vectors[query], owners[query], vectors[~query], [1e-1, 1e-2, 1e-3, 1e-4],
+                      service.pipeline.embedder.score)
+    assert [p["tpr"] for p in live["idrate"]] == pytest.approx([p.tpr for p in expected])
+    assert all(4 * p["tpr"] == int(4 * p["tpr"]) for p in live["idrate"]) and live["idrate"][0]["tpr"] > 0

@@ -185,7 +185,8 @@ class RecognitionService:
             raise InvalidParameter("no images: send one or more files in the 'images' field", parameter="images")
         if len(uploads) > self.settings.max_images_per_enroll:
             raise InvalidParameter(f"{len(uploads)} images sent; at most {self.settings.max_images_per_enroll} "
-                                   "per request", parameter="images")
+                                   "per request (FACEREC_MAX_IMAGES_PER_ENROLL); send the rest in another request with "
+                                   "identity_id", parameter="images")
 
     def enroll(self, *, name: str | None, identity_id: int | None,
                uploads: list[Upload]) -> tuple[Identity, list[FaceRecord], int]:

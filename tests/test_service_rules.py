@@ -1,0 +1,102 @@
+"""Rules of the service that each have a setting or a contract: thresholds between calibrated FPRs,
+the faces-per-photo cap, the images-per-enrolment cap, identity paging, one identity per name under
+a race, and migrations that build exactly the ORM's schema."""
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.services.errors import InvalidParameter
+from app.services.recognition import threshold_for_fpr
+from tests.helpers import files, make_client
+
+pytestmark = pytest.mark.slow
+
+
+def test_threshold_is_interpolated_in_log_fpr_between_calibrated_points():
+    table = {1e-1: 0.2, 1e-2: 0.4, 1e-3: 0.7}
+    assert threshold_for_fpr(table, 1e-2) == pytest.approx(0.4)
+    # Halfway in log10 between 1e-2 and 1e-3 is 10**-2.5, halfway between their thresholds.
+    assert threshold_for_fpr(table, 10 ** -2.5) == pytest.approx(0.55)
+    # A quarter of the way in log10 from 1e-1 to 1e-2.
+    assert threshold_for_fpr(table, 10 ** -1.25) == pytest.approx(0.25)
+    for outside in (0.5, 1e-4):
+        with pytest.raises(InvalidParameter, match="calibrated range"):
+            threshold_for_fpr(table, outside)
+    assert not math.isnan(threshold_for_fpr(table, 1e-3))
+
+
+def test_faces_beyond_the_cap_are_skipped_and_counted(tmp_path: Path, data: Path):
+    group = data / "photos" / "known_people" / "knn_examples" / "test" / "obama_and_biden.jpg"
+    with make_client(tmp_path / "state", max_faces=1) as client:
+        found = []
+        for route in ("/identify", "/embed"):
+            r = client.post(route, files=files([group], "image"))
+            assert r.status_code == 200, r.text
+            found.append(r.json()["faces_found"])
+            assert len(r.json()["faces"]) == 1, (route, r.json())
+        assert found[0] == found[1] >= 2
+        body = client.post("/identify", files=files([group], "image")).json()
+        assert [s["count"] for s in body["skipped"]] == [found[0] - 1]
+        assert "FACEREC_MAX_FACES" in body["skipped"][0]["reason"]
+
+
+def test_enrolment_image_cap_is_a_named_422_that_stores_nothing(tmp_path: Path, known: Path):
+    photo = known / "train" / "obama" / "obama2.jpg"
+    with make_client(tmp_path / "state", max_images_per_enroll=2) as client:
+        r = client.post("/enroll", data={"name": "obama"}, files=files([photo] * 3))
+        assert r.status_code == 422 and "FACEREC_MAX_IMAGES_PER_ENROLL" in r.json()["error"]["message"], r.text
+        assert client.get("/identities").json() == []
+        assert client.post("/enroll", data={"name": "obama"}, files=files([photo] * 2)).status_code == 201
+
+
+def test_identities_page_by_offset_and_limit_in_id_order(tmp_path: Path, known: Path):
+    photo = known / "train" / "obama" / "obama2.jpg"
+    with make_client(tmp_path / "state") as client:
+        for name in ("a", "b", "c"):
+            assert client.post("/enroll", data={"name": name}, files=files([photo])).status_code == 201
+        everyone = client.get("/identities").json()
+        assert [i["name"] for i in everyone] == ["a", "b", "c"]
+        page = client.get("/identities", params={"offset": 1, "limit": 1}).json()
+        assert [i["name"] for i in page] == ["b"] and page[0]["face_count"] == 1
+        assert client.get("/identities", params={"offset": 3}).json() == []
+        assert client.get("/identities", params={"limit": 0}).status_code == 422
+
+
+def test_same_name_enrolled_at_once_makes_one_identity_and_a_409(tmp_path: Path, known: Path):
+    photos = [known / "train" / "obama" / "obama2.jpg", known / "train" / "biden" / "biden.jpg"]
+    with make_client(tmp_path / "state") as client:
+        barrier, answers = threading.Barrier(2), []
+
+        def enrol(photo: Path) -> None:
+            barrier.wait()
+            answers.append(client.post("/enroll", data={"name": "same"}, files=files([photo])))
+
+        threads = [threading.Thread(target=enrol, args=(p,)) for p in photos]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(r.status_code for r in answers) == [201, 409], [r.text for r in answers]
+        loser = next(r for r in answers if r.status_code == 409)
+        assert loser.json()["error"]["code"] == "identity_exists"
+        assert [(i["name"], i["face_count"]) for i in client.get("/identities").json()] == [("same", 1)]
+        assert client.get("/health").json()["faces_indexed"] == 1
+
+
+def test_migrations_build_exactly_the_orm_schema(tmp_path: Path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from app.db.models import Base
+    from app.db.session import make_engine, upgrade_database
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade_database(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], diff
+    engine.dispose()
