@@ -1,4 +1,5 @@
 """The service's one settings object, read from ``FACEREC_*`` environment variables."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -14,7 +15,6 @@ from models.pipeline import PipelineConfig
 _PIPELINE = PipelineConfig()  # the pipeline's defaults are the service's defaults
 
 
-
 class Settings(BaseSettings):
     """Validated at start-up; every field can be set as ``FACEREC_<FIELD>``."""
 
@@ -26,13 +26,22 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     weights: Path = _PIPELINE.weights
     detector_min_score: float = Field(_PIPELINE.detector_min_score, ge=0.0, le=1.0)
-    detector_min_face: int = Field(_PIPELINE.detector_min_face, ge=12, description="smallest face side in pixels the detector looks for; "
-                                   "20 finds tiny faces at ~1.5x the detection time")
-    enroll_min_face: int = Field(80, ge=12, description="smallest face side in pixels accepted for enrolment "
-                                 "(in the detector's image, at most 1280 px on its long side); smaller faces "
-                                 "make poor templates and are ignored when counting an enrolment photo's faces")
+    detector_min_face: int = Field(
+        _PIPELINE.detector_min_face,
+        ge=12,
+        description="smallest face side in pixels the detector looks for; "
+        "20 finds tiny faces at ~1.5x the detection time",
+    )
+    enroll_min_face: int = Field(
+        80,
+        ge=12,
+        description="smallest face side in pixels accepted for enrolment "
+        "(in the detector's image, at most 1280 px on its long side); smaller faces "
+        "make poor templates and are ignored when counting an enrolment photo's faces",
+    )
     aligner: Literal["mtcnn5", "landmarks68"] = Field(
-        _PIPELINE.aligner, description="five points from MTCNN, or from our 68-point landmark network")
+        _PIPELINE.aligner, description="five points from MTCNN, or from our 68-point landmark network"
+    )
     landmark_weights: Path = Field(_PIPELINE.landmark_weights, description="the 68-point network's weights")
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
@@ -44,10 +53,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="whole request body, all files together")
     index_exact_max: int = Field(20_000, gt=0, description="exact search up to this many vectors, HNSW beyond")
     index_ef_search: int = Field(384, gt=0, description="HNSW candidates per query (recall vs speed)")
-    index_save_interval_s: float = Field(30.0, gt=0, description="how often a large index with pending "
-                                         "additions is saved; removals are saved at once")
-    index_sync_save_max: int = Field(2_000, ge=0, description="an index of up to this many vectors (4 MB) is "
-                                     "saved after every write; a larger one by the background saver")
+    index_save_interval_s: float = Field(
+        30.0, gt=0, description="how often a large index with pending additions is saved; removals are saved at once"
+    )
+    index_sync_save_max: int = Field(
+        2_000,
+        ge=0,
+        description="an index of up to this many vectors (4 MB) is "
+        "saved after every write; a larger one by the background saver",
+    )
     admin_key: SecretStr | None = Field(None, description="an admin API key given at start-up (automation)")
     insecure_dev_mode: bool = Field(False, description="serve with NO authentication; local development only")
 
@@ -55,8 +69,10 @@ class Settings(BaseSettings):
     @classmethod
     def _admin_key_strong(cls, key: SecretStr | None) -> SecretStr | None:
         if key is not None and len(key.get_secret_value()) < 16:
-            raise ValueError(f"FACEREC_ADMIN_KEY is {len(key.get_secret_value())} characters; use at least 16, e.g. "
-                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise ValueError(
+                f"FACEREC_ADMIN_KEY is {len(key.get_secret_value())} characters; use at least 16, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         return key
 
     @field_validator("weights")
@@ -71,16 +87,22 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _landmarks_exist(self) -> "Settings":
         if self.aligner == "landmarks68" and not self.landmark_weights.exists():
-            raise ValueError(f"FACEREC_ALIGNER=landmarks68 but {self.landmark_weights} does not exist; train and "
-                             "export it with training.train_landmarks, or set FACEREC_ALIGNER=mtcnn5")
+            raise ValueError(
+                f"FACEREC_ALIGNER=landmarks68 but {self.landmark_weights} does not exist; train and "
+                "export it with training.train_landmarks, or set FACEREC_ALIGNER=mtcnn5"
+            )
         return self
 
     @property
     def pipeline_config(self) -> PipelineConfig:
         """What the pipeline computes (``models.pipeline.build_pipeline`` builds it)."""
-        return PipelineConfig(weights=self.weights, detector_min_score=self.detector_min_score,
-                              detector_min_face=self.detector_min_face, aligner=self.aligner,
-                              landmark_weights=self.landmark_weights)
+        return PipelineConfig(
+            weights=self.weights,
+            detector_min_score=self.detector_min_score,
+            detector_min_face=self.detector_min_face,
+            aligner=self.aligner,
+            landmark_weights=self.landmark_weights,
+        )
 
     @property
     def index_params(self) -> IndexParams:

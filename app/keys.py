@@ -6,6 +6,7 @@
 
 A running service sees new and revoked keys at once (keys are checked against the database per request).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def key_store(settings: Settings) -> KeyStore:
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.keys", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m app.keys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a key and print it (it is shown only this once)")
     create.add_argument("--name", required=True, help="who or what uses the key")
@@ -43,13 +45,16 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         if args.command == "create":
             record, key = store.create(name=args.name, role=args.role)
             sys.stdout.write(f"{key}\n")
-            sys.stderr.write(f"created key {record.id} ({record.role}, {record.name!r}); it is not stored and "
-                             "cannot be shown again\n")
+            sys.stderr.write(
+                f"created key {record.id} ({record.role}, {record.name!r}); it is not stored and "
+                "cannot be shown again\n"
+            )
         elif args.command == "list":
             for k in store.list():
                 revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
-                sys.stdout.write(f"{k.id}\t{k.name}\t{k.role}\t{k.prefix}…\t{k.created_at.isoformat()}\t"
-                                 f"revoked: {revoked}\n")
+                sys.stdout.write(
+                    f"{k.id}\t{k.name}\t{k.role}\t{k.prefix}…\t{k.created_at.isoformat()}\trevoked: {revoked}\n"
+                )
         else:
             record = store.revoke(args.id)
             if record is None:

@@ -3,6 +3,7 @@
 At start-up: settings are validated, migrations applied, the models loaded once (GPU when present,
 else CPU) and the vector index checked against the database.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,10 @@ def pick_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-INSECURE_BANNER = ("\n" + "!" * 78 + "\n!! FACEREC_INSECURE_DEV_MODE is on: NO API KEY IS CHECKED. Anyone who can reach "
-                   "this port\n!! can read and change the gallery. Never run like this outside local development.\n"
-                   + "!" * 78)
+INSECURE_BANNER = (
+    "\n" + "!" * 78 + "\n!! FACEREC_INSECURE_DEV_MODE is on: NO API KEY IS CHECKED. Anyone who can reach "
+    "this port\n!! can read and change the gallery. Never run like this outside local development.\n" + "!" * 78
+)
 
 
 def build_keys(settings: Settings, sessions) -> KeyStore:
@@ -44,9 +46,11 @@ def build_keys(settings: Settings, sessions) -> KeyStore:
     if settings.insecure_dev_mode:
         log.warning(INSECURE_BANNER)
     elif not keys.has_any_key():
-        raise RuntimeError("no API key is configured, so nobody could use the service: set FACEREC_ADMIN_KEY "
-                           "(16+ characters), or create a key with `python -m app.keys create --name NAME "
-                           "--role admin`, or set FACEREC_INSECURE_DEV_MODE=1 for local development only")
+        raise RuntimeError(
+            "no API key is configured, so nobody could use the service: set FACEREC_ADMIN_KEY "
+            "(16+ characters), or create a key with `python -m app.keys create --name NAME "
+            "--role admin`, or set FACEREC_INSECURE_DEV_MODE=1 for local development only"
+        )
     return keys
 
 
@@ -81,8 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.service.close()
 
-    app = FastAPI(title="facerec", version="0.1.0", lifespan=lifespan,
-                  description="Self-hosted face recognition: enrol people, identify faces in photos.")
+    app = FastAPI(
+        title="facerec",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Self-hosted face recognition: enrol people, identify faces in photos.",
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     for module in (faces, identities, system):

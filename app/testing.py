@@ -1,6 +1,7 @@
 """The real service in a subprocess (uvicorn) on a free loopback port: for the tests that kill it or
 load it from many clients, for the benchmarks that measure it over HTTP, and for anyone who wants a
 throwaway instance in a script. Not imported by the service itself."""
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,34 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}, timeout=timeout)
 
     def start(self, timeout: float = 120.0) -> LiveServer:
-        env = {**os.environ, "FACEREC_STATE_DIR": str(self.state_dir), "FACEREC_ADMIN_KEY": ADMIN_KEY,
-               "FACEREC_DEVICE": "cpu", **self.extra_env}
+        env = {
+            **os.environ,
+            "FACEREC_STATE_DIR": str(self.state_dir),
+            "FACEREC_ADMIN_KEY": ADMIN_KEY,
+            "FACEREC_DEVICE": "cpu",
+            **self.extra_env,
+        }
         env.pop("FACEREC_INSECURE_DEV_MODE", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ server ``--restarts`` times, timing process launch -> first /identify answered. 
 saved index: the check is the database's generation and count against the index header, and a CRC
 of the index file; no embedding is read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,16 @@ def fill(state: Path, n: int, model: GalleryModel, version: str) -> None:
         db.execute("PRAGMA journal_mode=WAL")
         for start in range(0, n, 100_000):
             m = min(100_000, n - start)
-            gallery = vectors[start:start + m]
-            db.executemany("INSERT INTO identities (id, name, created_at) VALUES (?, ?, ?)",
-                           ((start + i + 1, f"synthetic-{start + i + 1}", now) for i in range(m)))
+            gallery = vectors[start : start + m]
+            db.executemany(
+                "INSERT INTO identities (id, name, created_at) VALUES (?, ?, ?)",
+                ((start + i + 1, f"synthetic-{start + i + 1}", now) for i in range(m)),
+            )
             db.executemany(
                 "INSERT INTO faces (id, identity_id, model_version, embedding, box, det_score, source, created_at) "
                 "VALUES (?, ?, ?, ?, '[0,0,1,1]', 1.0, 'synthetic', ?)",
-                ((start + i + 1, start + i + 1, version, gallery[i].tobytes(), now) for i in range(m)))
+                ((start + i + 1, start + i + 1, version, gallery[i].tobytes(), now) for i in range(m)),
+            )
             log.info("filled %d / %d", start + m, n)
 
 
@@ -68,8 +72,10 @@ def adopt_index(state: Path, index_file: Path) -> None:
         (count,) = db.execute("SELECT COUNT(*) FROM faces").fetchone()
 
     def refuse():
-        raise RuntimeError(f"{index_file} is not an index of these {count:,} vectors; build it with "
-                           f"bench/index_scale.py --sizes {count} --reuse-dir DIR")
+        raise RuntimeError(
+            f"{index_file} is not an index of these {count:,} vectors; build it with "
+            f"bench/index_scale.py --sizes {count} --reuse-dir DIR"
+        )
 
     index = VectorIndex(512, index_file)
     index.load_or_rebuild(1, count, refuse)
@@ -82,9 +88,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=data_root())
     parser.add_argument("--faces", type=int, default=1_000_000)
     parser.add_argument("--restarts", type=int, default=3)
-    parser.add_argument("--index-from", type=Path, default=None,
-                        help="an HNSW index file built by bench/index_scale.py for the same size (skips the "
-                             "first start's build)")
+    parser.add_argument(
+        "--index-from",
+        type=Path,
+        default=None,
+        help="an HNSW index file built by bench/index_scale.py for the same size (skips the first start's build)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_start.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,11 +131,18 @@ def main() -> None:
             server.stop()
             log.info("restart: first /identify answered after %.2f s (%s)", timings[-1], answers[-1])
         reused = "matches the database" in (Path(tmp) / "server.log").read_text()
-    result = {"faces": args.faces + 9, "fill_s": round(fill_s, 1), "index_adopted": bool(args.index_from),
-              "first_start_s": round(first_start_s, 1),
-              "health": kind, "cold_start_to_first_identify_s": [round(t, 2) for t in timings],
-              "median_s": round(statistics.median(timings), 2), "index_reused": reused, "answers": answers,
-              "command": "python bench/cold_start.py " + " ".join(sys.argv[1:])}
+    result = {
+        "faces": args.faces + 9,
+        "fill_s": round(fill_s, 1),
+        "index_adopted": bool(args.index_from),
+        "first_start_s": round(first_start_s, 1),
+        "health": kind,
+        "cold_start_to_first_identify_s": [round(t, 2) for t in timings],
+        "median_s": round(statistics.median(timings), 2),
+        "index_reused": reused,
+        "answers": answers,
+        "command": "python bench/cold_start.py " + " ".join(sys.argv[1:]),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     log.info("%s", result)

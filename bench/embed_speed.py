@@ -8,6 +8,7 @@ service runs it) on one real aligned training crop. The embedders are timed in i
 change in the machine's load hits all of them alike; ratios are against the first ``--weights``, measured
 in the same run. The issue's budget is 10 ms per face on this CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,10 +56,18 @@ def time_embedders(weights: list[Path], rounds: int, warmup: int = 20) -> list[d
     rows = []
     for w, e, ts in zip(weights, embedders, times):
         med = statistics.median(ts)
-        rows.append({"weights": str(w), "architecture": e.card.architecture, "input_size": e.card.input_size,
-                     "flip_tta": e.card.flip_tta, "parameters": sum(p.numel() for p in e.model.parameters()),
-                     "p50_ms": round(med, 2), "p90_ms": round(float(np.percentile(ts, 90)), 2),
-                     "ratio_vs_first": round(med / base, 2)})
+        rows.append(
+            {
+                "weights": str(w),
+                "architecture": e.card.architecture,
+                "input_size": e.card.input_size,
+                "flip_tta": e.card.flip_tta,
+                "parameters": sum(p.numel() for p in e.model.parameters()),
+                "p50_ms": round(med, 2),
+                "p90_ms": round(float(np.percentile(ts, 90)), 2),
+                "ratio_vs_first": round(med / base, 2),
+            }
+        )
     return rows
 
 
@@ -70,12 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rows = time_embedders(args.weights, args.rounds)
-    result = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
-              "command": "python bench/embed_speed.py " + " ".join(sys.argv[1:]), "embedders": rows}
+    result = {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "command": "python bench/embed_speed.py " + " ".join(sys.argv[1:]),
+        "embedders": rows,
+    }
     for r in rows:
-        log.info("%s (%s, %d px, flip %s): %.2f ms p50, %.2f ms p90, x%.2f",
-                 r["weights"], r["architecture"], r["input_size"], r["flip_tta"], r["p50_ms"], r["p90_ms"],
-                 r["ratio_vs_first"])
+        log.info(
+            "%s (%s, %d px, flip %s): %.2f ms p50, %.2f ms p90, x%.2f",
+            r["weights"],
+            r["architecture"],
+            r["input_size"],
+            r["flip_tta"],
+            r["p50_ms"],
+            r["p90_ms"],
+            r["ratio_vs_first"],
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

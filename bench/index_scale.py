@@ -11,6 +11,7 @@ identity is one centre; its gallery face and its probe are that centre plus two 
 residuals. ``recall@k`` compares the index's top-k ids with exact inner-product search over the same
 vectors; ``rank1_correct`` is how often the probe's own identity comes first (exact search).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,7 @@ class GalleryModel:
             centres = self.mu + rng.standard_normal((m, len(self.basis)), np.float32) @ self.basis
             for out in (gallery, probes):
                 v = centres + self.residuals[rng.integers(0, len(self.residuals), m)]
-                out[start:start + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+                out[start : start + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
         return gallery, probes
 
 
@@ -109,9 +110,12 @@ def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, ids: np.
         found.append(top[0])
     found = np.stack(found)
     truth_ids = ids[truth]
-    return {"p50_ms": round(statistics.median(times), 3), "p95_ms": round(float(np.percentile(times, 95)), 3),
-            "recall_at_1": float(np.mean(found[:, 0] == truth_ids[:, 0])),
-            "recall_at_10": float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth_ids)]))}
+    return {
+        "p50_ms": round(statistics.median(times), 3),
+        "p95_ms": round(float(np.percentile(times, 95)), 3),
+        "recall_at_1": float(np.mean(found[:, 0] == truth_ids[:, 0])),
+        "recall_at_10": float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth_ids)])),
+    }
 
 
 def main() -> None:
@@ -121,11 +125,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
-    parser.add_argument("--exact-max", type=int, default=IndexParams().exact_max,
-                        help="sizes above this also get an HNSW index (default: the service's setting)")
-    parser.add_argument("--reuse-dir", type=Path, default=None,
-                        help="keep each size's HNSW index in DIR/<n>/ and reuse it when present (same seed, same "
-                             "vectors), so more efSearch values can be measured without rebuilding")
+    parser.add_argument(
+        "--exact-max",
+        type=int,
+        default=IndexParams().exact_max,
+        help="sizes above this also get an HNSW index (default: the service's setting)",
+    )
+    parser.add_argument(
+        "--reuse-dir",
+        type=Path,
+        default=None,
+        help="keep each size's HNSW index in DIR/<n>/ and reuse it when present (same seed, same "
+        "vectors), so more efSearch values can be measured without rebuilding",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "index_scale.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -135,8 +147,12 @@ def main() -> None:
     # Sizes not measured in this run keep their earlier results (the command of each is recorded).
     command = "python bench/index_scale.py " + " ".join(sys.argv[1:])
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results = {"threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(), "sizes": previous.get("sizes", {}),
-               "command": command}
+    results = {
+        "threads": faiss.omp_get_max_threads(),
+        "cpus": os.cpu_count(),
+        "sizes": previous.get("sizes", {}),
+        "command": command,
+    }
     for n in args.sizes:
         rng = np.random.default_rng(n)
         gallery, probes = model.sample(n, rng)
@@ -145,8 +161,11 @@ def main() -> None:
         queries = probes[pick]
         truth = exact_top(gallery, queries, 10)
         same, diff = (gallery[pick] * queries).sum(1), (gallery[rng.integers(0, n, len(queries))] * queries).sum(1)
-        row = {"rank1_correct_exact": float(np.mean(truth[:, 0] == pick)),
-               "similarity_same_mean": float(same.mean()), "similarity_other_mean": float(diff.mean())}
+        row = {
+            "rank1_correct_exact": float(np.mean(truth[:, 0] == pick)),
+            "similarity_same_mean": float(same.mean()),
+            "similarity_other_mean": float(diff.mean()),
+        }
         exact = VectorIndex(gallery.shape[1], Path(tempfile.mkdtemp()) / "x", IndexParams(exact_max=n))
         exact.rebuild(ids, gallery)
         row["exact"] = measure(exact, queries, truth, ids)

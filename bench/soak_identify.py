@@ -6,6 +6,7 @@ The gallery holds the five known people; requests cycle through three one-face p
 JPEG) and the group photo ``obama_and_biden.jpg``. Memory is read from /proc/<pid>/status (VmRSS)
 after a warm-up of 50 requests and then every ``--every`` requests. A benchmark, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.testing import LiveServer
-from training.config import data_root
+from app.testing import LiveServer  # noqa: E402
+from training.config import data_root  # noqa: E402
 
 log = logging.getLogger("bench.soak")
 
@@ -47,8 +48,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     known = args.data / "photos" / "known_people" / "knn_examples"
-    photos = [(p.name, jpeg_640x480(p)) for p in (known / "test" / "obama1.jpg", known / "test" / "johnsnow_test1.jpg",
-                                                 known / "test" / "alex_lacamoire1.jpg")]
+    photos = [
+        (p.name, jpeg_640x480(p))
+        for p in (
+            known / "test" / "obama1.jpg",
+            known / "test" / "johnsnow_test1.jpg",
+            known / "test" / "alex_lacamoire1.jpg",
+        )
+    ]
     photos.append(("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes()))
     samples, statuses, latencies = [], {}, []
     with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "state", Path(tmp) / "server.log") as server:
@@ -67,20 +74,44 @@ def main() -> None:
                 latencies.append(1000 * (time.perf_counter() - t0))
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 if i % args.every == 0:
-                    samples.append({"requests": i, "rss_mb": round(server.rss_mb(), 1),
-                                    "p50_ms_last": round(statistics.median(latencies[-args.every:]), 1)})
-                    log.info("%6d requests: %.1f MiB, p50 %.1f ms over the last %d", i, samples[-1]["rss_mb"],
-                             samples[-1]["p50_ms_last"], args.every)
+                    samples.append(
+                        {
+                            "requests": i,
+                            "rss_mb": round(server.rss_mb(), 1),
+                            "p50_ms_last": round(statistics.median(latencies[-args.every :]), 1),
+                        }
+                    )
+                    log.info(
+                        "%6d requests: %.1f MiB, p50 %.1f ms over the last %d",
+                        i,
+                        samples[-1]["rss_mb"],
+                        samples[-1]["p50_ms_last"],
+                        args.every,
+                    )
             wall = time.perf_counter() - t_start
     growth = samples[-1]["rss_mb"] - samples[1]["rss_mb"] if len(samples) > 2 else None
-    result = {"requests": args.requests, "statuses": statuses, "wall_s": round(wall, 1), "samples": samples,
-              "rss_start_mb": samples[0]["rss_mb"], "rss_end_mb": samples[-1]["rss_mb"],
-              "growth_after_first_interval_mb": growth, "p50_ms": round(statistics.median(latencies), 1),
-              "command": "python bench/soak_identify.py " + " ".join(sys.argv[1:])}
+    result = {
+        "requests": args.requests,
+        "statuses": statuses,
+        "wall_s": round(wall, 1),
+        "samples": samples,
+        "rss_start_mb": samples[0]["rss_mb"],
+        "rss_end_mb": samples[-1]["rss_mb"],
+        "growth_after_first_interval_mb": growth,
+        "p50_ms": round(statistics.median(latencies), 1),
+        "command": "python bench/soak_identify.py " + " ".join(sys.argv[1:]),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    log.info("start %.1f MiB, end %.1f MiB (%s MiB after the first %d); statuses %s; %s",
-             result["rss_start_mb"], result["rss_end_mb"], growth, args.every, statuses, args.out)
+    log.info(
+        "start %.1f MiB, end %.1f MiB (%s MiB after the first %d); statuses %s; %s",
+        result["rss_start_mb"],
+        result["rss_end_mb"],
+        growth,
+        args.every,
+        statuses,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Alembic environment: runs on the connection the service hands over, or on ``sqlalchemy.url``."""
+
 from alembic import context
 from sqlalchemy import create_engine
 

@@ -1,4 +1,5 @@
 """Network definitions (created by name through the registry) and the committed weight files."""
+
 from pathlib import Path
 
 from models import backbones as _backbones  # noqa: F401  (registers the architectures)
@@ -11,4 +12,11 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_80_lm68_light.pt"
 DEFAULT_LANDMARK_WEIGHTS = WEIGHTS_DIR / "landmarks_integral_96.pt"
 
-__all__ = ["DEFAULT_LANDMARK_WEIGHTS", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "create_model", "list_models", "register_model"]
+__all__ = [
+    "DEFAULT_LANDMARK_WEIGHTS",
+    "DEFAULT_WEIGHTS",
+    "WEIGHTS_DIR",
+    "create_model",
+    "list_models",
+    "register_model",
+]

@@ -3,6 +3,7 @@
 The training crops were made exactly this way, so serving and training see the same crops. A
 68-point aligner of our own will plug in here by producing the same five points.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -45,5 +46,6 @@ class FivePointAligner:
         """Aligned ``(112, 112, 3)`` crop of the face whose five points are ``points`` (5, 2)."""
         matrix = similarity_transform(points, ARCFACE_TEMPLATE)
         # Black borders, as the usual ArcFace crop tools (and so our training crops) make them.
-        return cv2.warpAffine(image, matrix, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return cv2.warpAffine(
+            image, matrix, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )

@@ -1,5 +1,6 @@
 """Face-embedding backbones. A backbone maps an aligned face crop to an (unnormalised) embedding;
 heads, margins and normalisation live elsewhere."""
+
 from __future__ import annotations
 
 import torch
@@ -24,9 +25,7 @@ class IRBlock(nn.Module):
         if stride == 1 and in_ch == out_ch:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)

@@ -1,4 +1,5 @@
 """Face detection behind our own interface: RGB image in, ``list[Detection]`` out."""
+
 from __future__ import annotations
 
 import cv2
@@ -22,8 +23,9 @@ class MTCNNDetector:
             mapped back, which bounds detection time without changing what is found at normal sizes.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", min_score: float = 0.9,
-                 min_face_size: int = 20, max_side: int = 1280) -> None:
+    def __init__(
+        self, device: torch.device | str = "cpu", min_score: float = 0.9, min_face_size: int = 20, max_side: int = 1280
+    ) -> None:
         self.mtcnn = MTCNN(device=device, min_face_size=min_face_size)
         self.min_score = min_score
         self.max_side = max_side
@@ -41,10 +43,17 @@ class MTCNNDetector:
         the size it searches for, and those are dropped (the detector's own size is only a search
         size, so such finds are kept)."""
         scale = min(1.0, self.max_side / max(image.shape[:2]))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        small = (
+            image
+            if scale == 1.0
+            else cv2.resize(
+                image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
+        )
         boxes, scores, points = self.mtcnn.detect(small, min_face_size)
-        faces = [Detection(np.asarray(b, np.float32) / scale, float(s), np.asarray(p, np.float32) / scale)
-                 for b, s, p in zip(boxes, scores, points) if s >= self.min_score
-                 and (min_face_size is None or max(b[2] - b[0], b[3] - b[1]) >= min_face_size)]
+        faces = [
+            Detection(np.asarray(b, np.float32) / scale, float(s), np.asarray(p, np.float32) / scale)
+            for b, s, p in zip(boxes, scores, points)
+            if s >= self.min_score and (min_face_size is None or max(b[2] - b[0], b[3] - b[1]) >= min_face_size)
+        ]
         return sorted(faces, key=lambda f: -f.score)

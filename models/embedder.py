@@ -1,4 +1,5 @@
 """The face embedder: aligned 112x112 crops in, L2-normalised embeddings out."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,16 @@ class ModelCard:
         missing = {"name", "version", "architecture", "input_size", "embedding_dim"} - raw.keys()
         if missing:
             raise ValueError(f"model card {path} lacks {sorted(missing)}; re-export it with training.export")
-        return cls(raw["name"], raw["version"], raw["architecture"], raw.get("arch_kwargs", {}),
-                   raw["input_size"], raw["embedding_dim"], bool(raw.get("flip_tta", False)), raw)
+        return cls(
+            raw["name"],
+            raw["version"],
+            raw["architecture"],
+            raw.get("arch_kwargs", {}),
+            raw["input_size"],
+            raw["embedding_dim"],
+            bool(raw.get("flip_tta", False)),
+            raw,
+        )
 
     @property
     def scoring(self) -> dict:
@@ -62,16 +71,22 @@ def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
     if method == "cosine":
         return cosine_matrix
     if method != "cohort":
-        raise ValueError(f"model card of {weights} names scoring method {method!r}; "
-                         "known: 'cosine', 'cohort' (re-export it with training.export)")
+        raise ValueError(
+            f"model card of {weights} names scoring method {method!r}; "
+            "known: 'cosine', 'cohort' (re-export it with training.export)"
+        )
     path = weights.parent / scoring["cohort_file"]
     if not path.exists():
-        raise FileNotFoundError(f"{path} (the cohort the card of {weights.name} scores with) is missing; "
-                                "re-export with training.export --cohort-top-k")
+        raise FileNotFoundError(
+            f"{path} (the cohort the card of {weights.name} scores with) is missing; "
+            "re-export with training.export --cohort-top-k"
+        )
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != scoring["cohort_sha256"]:
-        raise ValueError(f"{path} does not match the SHA-256 in the card of {weights.name}; "
-                         "export the weights and the cohort together")
+        raise ValueError(
+            f"{path} does not match the SHA-256 in the card of {weights.name}; "
+            "export the weights and the cohort together"
+        )
     cohort = np.load(io.BytesIO(data)).astype(np.float32)
     if cohort.ndim != 2 or cohort.shape[1] != card.embedding_dim:
         raise ValueError(f"{path} holds an array of shape {cohort.shape}; expected (n, {card.embedding_dim})")
@@ -80,8 +95,9 @@ def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
 
 def load_backbone(weights: Path, card: ModelCard) -> nn.Module:
     """Build the card's architecture and load the (fp16-stored) weights as fp32, in eval mode."""
-    model = create_model(card.architecture, embedding_dim=card.embedding_dim,
-                         input_size=card.input_size, **card.arch_kwargs)
+    model = create_model(
+        card.architecture, embedding_dim=card.embedding_dim, input_size=card.input_size, **card.arch_kwargs
+    )
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()
@@ -134,5 +150,5 @@ class Embedder:
             # One forward pass over the crops and their mirror images: on a CPU a batch of 2n costs far
             # less than two batches of n (measured 18 -> 7 ms for one face).
             both = self.model(torch.cat([x, torch.flip(x, dims=[3])])).float()
-            return both[: len(x)] + both[len(x):]
+            return both[: len(x)] + both[len(x) :]
         return self.model(x).float()

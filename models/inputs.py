@@ -4,6 +4,7 @@ Training (``training.data``, ``training.train_landmarks``) and inference (``mode
 ``models.landmarker``) call these and nothing else, so a change here changes both sides at once
 (MTCNN keeps its own convention, fixed by its published weights).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -21,8 +22,11 @@ def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
 
 def hwc_batch(crops: np.ndarray | list[np.ndarray]) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 RGB crops -> the normalised ``(N, 3, H, W)`` float batch."""
-    return normalise(torch.from_numpy(np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops))
-                     .permute(0, 3, 1, 2))
+    return normalise(
+        torch.from_numpy(np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)).permute(
+            0, 3, 1, 2
+        )
+    )
 
 
 def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:

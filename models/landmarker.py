@@ -5,6 +5,7 @@ side), resized to ``input_size``, and regresses the 68 points in crop coordinate
 Training crops are made from real detector boxes with jitter (``training/landmark_data.py``), so the
 net expects exactly the loose boxes the service gives it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ class LandmarkNet(nn.Module):
     regression of 136 numbers. Flattening (not pooling) keeps where each feature is, which is what
     coordinates need."""
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68,
-                 stride_first: bool = True) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        input_size: int = 96,
+        points: int = 68,
+        stride_first: bool = True,
+    ) -> None:
         super().__init__()
         self.input_size, self.points = input_size, points
         self.stem = _stem(widths[0])
@@ -44,16 +50,18 @@ class LandmarkNet(nn.Module):
         # The stem halves the input and so does every stage (the first too, unless stride_first is
         # off): at 96 px the full-resolution work is one stem convolution, which keeps a face ~5 ms.
         final = input_size // 2 ** (len(widths) + int(stride_first))
-        self.head = nn.Sequential(nn.BatchNorm2d(in_ch), nn.Flatten(), nn.Dropout(0.1),
-                                  nn.Linear(in_ch * final * final, points * 2))
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(in_ch), nn.Flatten(), nn.Dropout(0.1), nn.Linear(in_ch * final * final, points * 2)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x))).view(-1, self.points, 2)
 
 
 @register_model("landmark_resnet")
-def landmark_resnet(input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256),
-                    stride_first: bool = True) -> LandmarkNet:
+def landmark_resnet(
+    input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256), stride_first: bool = True
+) -> LandmarkNet:
     """A 68-point regressor at ``input_size`` px (a multiple of 32)."""
     return LandmarkNet(tuple(widths), input_size, stride_first=stride_first)
 
@@ -65,8 +73,9 @@ class LandmarkIntegralNet(nn.Module):
     loss as the regressor), the map keeps spatial detail that flattening loses, and an answer can
     never leave the crop -- the failure the regressor showed on a few YouTube faces."""
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68,
-                 decoder: int = 64) -> None:
+    def __init__(
+        self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68, decoder: int = 64
+    ) -> None:
         super().__init__()
         self.input_size, self.points = input_size, points
         self.stem = _stem(widths[0])
@@ -76,8 +85,13 @@ class LandmarkIntegralNet(nn.Module):
             in_ch = width
         self.stages = nn.ModuleList(stages)
         self.lateral = nn.ModuleList(nn.Conv2d(w, decoder, 1, bias=False) for w in widths)
-        self.fuse = nn.Sequential(nn.BatchNorm2d(decoder), nn.Conv2d(decoder, decoder, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(decoder), nn.PReLU(decoder), nn.Conv2d(decoder, points, 1))
+        self.fuse = nn.Sequential(
+            nn.BatchNorm2d(decoder),
+            nn.Conv2d(decoder, decoder, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(decoder),
+            nn.PReLU(decoder),
+            nn.Conv2d(decoder, points, 1),
+        )
         side = input_size // 4
         # Cell centres of the stride-4 map, in crop units: cell i covers input pixels 4i..4i+3.
         centres = (torch.arange(side, dtype=torch.float32) * 4 + 1.5) / input_size
@@ -101,14 +115,16 @@ class LandmarkIntegralNet(nn.Module):
 
 
 @register_model("landmark_integral")
-def landmark_integral(input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256),
-                      decoder: int = 64) -> LandmarkIntegralNet:
+def landmark_integral(
+    input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256), decoder: int = 64
+) -> LandmarkIntegralNet:
     """A 68-point heatmap + soft-argmax network at ``input_size`` px (a multiple of 32)."""
     return LandmarkIntegralNet(tuple(widths), input_size, decoder=decoder)
 
 
-def crop_matrix(box: np.ndarray, size: int, scale: float, angle_deg: float = 0.0,
-                shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def crop_matrix(
+    box: np.ndarray, size: int, scale: float, angle_deg: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """2x3 affine map from image pixels to a ``size`` x ``size`` crop: a square of side ``scale`` x
     the box's longer side around its centre (moved by ``shift`` x side, turned by ``angle_deg``)."""
     x1, y1, x2, y2 = [float(v) for v in box]
@@ -161,8 +177,12 @@ class Landmarker:
             return np.zeros((0, 68, 2), np.float32)
         size = self.card.input_size
         mats = [crop_matrix(b, size, self.card.crop_scale) for b in boxes]
-        crops = np.stack([cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_CONSTANT) for m in mats])
+        crops = np.stack(
+            [
+                cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                for m in mats
+            ]
+        )
         x = hwc_batch(crops).to(self.device)
         # A few inputs (7 of YouTube Faces' 770 test faces) made the regressor answer far outside the
         # crop; points outside the crop's neighbourhood are never right, so they are kept inside it.

@@ -1,18 +1,20 @@
 """The 68-point (iBUG 300-W) landmark convention: the five template points derived from it, and the
 index permutation a horizontal flip applies to it."""
+
 from __future__ import annotations
 
 import numpy as np
 
 #: After mirroring an image, point i of the mirrored face is point FLIP_68[i] of the original.
 FLIP_68 = np.array(
-    list(range(16, -1, -1))                                   # jaw 0-16
-    + list(range(26, 16, -1))                                  # brows 17-26
-    + [27, 28, 29, 30]                                         # nose bridge
-    + [35, 34, 33, 32, 31]                                     # nostrils 31-35
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]         # eyes 36-47
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]         # outer lips 48-59
-    + [64, 63, 62, 61, 60, 67, 66, 65])                        # inner lips 60-67
+    list(range(16, -1, -1))  # jaw 0-16
+    + list(range(26, 16, -1))  # brows 17-26
+    + [27, 28, 29, 30]  # nose bridge
+    + [35, 34, 33, 32, 31]  # nostrils 31-35
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes 36-47
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips 48-59
+    + [64, 63, 62, 61, 60, 67, 66, 65]
+)  # inner lips 60-67
 
 
 def five_from_68(points: np.ndarray) -> np.ndarray:

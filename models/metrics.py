@@ -7,6 +7,7 @@ live ID rate over its gallery (``app``) and the evaluation reports LFW's and the
 A face the detector missed is passed as a row of NaNs: every similarity it takes part in becomes
 ``-inf``, so it is a miss for positives and a rejection for negatives, never silently dropped.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,9 @@ import numpy as np
 from models.scoring import ScoreFunction, cohort_normalised, cosine_matrix  # noqa: F401 (re-exported)
 
 
-def idrate_pairs(query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray,
-                 score: ScoreFunction = cosine_matrix) -> tuple[np.ndarray, np.ndarray]:
+def idrate_pairs(
+    query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray, score: ScoreFunction = cosine_matrix
+) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative similarities of the seed's ID-rate protocol, exhaustively.
 
     Positives: every same-person pair within ``query``. Negatives: every different-person pair
@@ -61,8 +63,13 @@ def tpr_at_fpr(positives: np.ndarray, negatives: np.ndarray, fprs: list[float]) 
     return points
 
 
-def idrate(query: np.ndarray, query_labels: np.ndarray, distractors: np.ndarray,
-           fprs: list[float], score: ScoreFunction = cosine_matrix) -> list[RatePoint]:
+def idrate(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    distractors: np.ndarray,
+    fprs: list[float],
+    score: ScoreFunction = cosine_matrix,
+) -> list[RatePoint]:
     """The seed's ID rate (TPR@FPR) of ``query`` and ``distractors`` embeddings."""
     positives, negatives = idrate_pairs(query, query_labels, distractors, score)
     return tpr_at_fpr(positives, negatives, fprs)
@@ -110,7 +117,7 @@ def sign_test(wins_a: int, wins_b: int) -> float:
     """Exact two-sided sign test: the chance of a split at least this uneven if each of the
     ``wins_a + wins_b`` contests were a fair coin (ties are left out by the caller)."""
     n, k = wins_a + wins_b, min(wins_a, wins_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 0.5
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 0.5
     return min(1.0, 2 * tail)
 
 
@@ -127,8 +134,15 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     return float(candidates[np.argmax(pos_above + neg_below)])
 
 
-def dir_at_fpir(gallery: np.ndarray, gallery_labels: np.ndarray, mated: np.ndarray, mated_labels: np.ndarray,
-                non_mated: np.ndarray, fpirs: list[float], score: ScoreFunction = cosine_matrix) -> list[RatePoint]:
+def dir_at_fpir(
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    mated: np.ndarray,
+    mated_labels: np.ndarray,
+    non_mated: np.ndarray,
+    fpirs: list[float],
+    score: ScoreFunction = cosine_matrix,
+) -> list[RatePoint]:
     """Open-set identification rate: a mated probe is a hit when its rank-1 gallery identity is
     correct and its score is above the threshold at which share ``fpir`` of non-mated probes are
     (wrongly) accepted (the seed's N-th-largest convention). ``score`` as in :func:`idrate_pairs`."""

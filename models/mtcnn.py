@@ -10,6 +10,7 @@ from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the package itself is n
 Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (a box covering pixels 0..9 is 0..10) and the
 five points are pixel coordinates, in the order left eye, right eye, nose, left and right mouth corner.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,10 @@ def wheel_weights_dir() -> Path:
     """Where facenet-pytorch keeps the three MTCNN weight files, found without importing it."""
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the MTCNN weights ship in the facenet-pytorch wheel; install facenet-pytorch==2.5.3 "
-                           "(it is a dependency in pyproject.toml)")
+        raise RuntimeError(
+            "the MTCNN weights ship in the facenet-pytorch wheel; install facenet-pytorch==2.5.3 "
+            "(it is a dependency in pyproject.toml)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -135,7 +138,7 @@ def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
         shrink = patch.shape[0] > size
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out
@@ -159,9 +162,14 @@ class MTCNN:
 
     version = "facerec-mtcnn-1"  # bump when the cascade's output changes (keys detection caches)
 
-    def __init__(self, device: torch.device | str = "cpu", min_face_size: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 weights_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        weights_dir: Path | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
         weights_dir = weights_dir or wheel_weights_dir()
@@ -203,8 +211,7 @@ class MTCNN:
         return rows[nms(rows[:, :4], rows[:, 4], 0.7)]
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray,
-               min_face_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect(self, image: np.ndarray, min_face_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, in no particular order; ``min_face_size``
         overrides the constructor's for this call (a larger one searches less of the pyramid)."""
         empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
@@ -228,8 +235,9 @@ class MTCNN:
         if not len(boxes):
             return empty
         size = boxes[:, 2:4] - boxes[:, 0:2]
-        points = np.stack([boxes[:, 0:1] + pts[:, 0:5] * size[:, 0:1],
-                           boxes[:, 1:2] + pts[:, 5:10] * size[:, 1:2]], axis=2)
+        points = np.stack(
+            [boxes[:, 0:1] + pts[:, 0:5] * size[:, 0:1], boxes[:, 1:2] + pts[:, 5:10] * size[:, 1:2]], axis=2
+        )
         boxes = regress(boxes, reg)
         keep = nms(boxes, score, 0.7, mode="min")
         return boxes[keep].astype(np.float32), score[keep].astype(np.float32), points[keep].astype(np.float32)

@@ -7,6 +7,7 @@ What is measured is what is served: the service (``app.main``), the LFW evaluati
 (``app.config.Settings`` reads them from here). A tool that measures something else must say so
 by passing a different config, and ``training.evaluate --update-card`` refuses to.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -34,8 +35,13 @@ class FacePipeline:
     alignment points derived from them (eye centres, nose tip, mouth corners); without one, the
     detector's own five points are used."""
 
-    def __init__(self, detector: MTCNNDetector, aligner: FivePointAligner, embedder: Embedder,
-                 landmarker: Landmarker | None = None) -> None:
+    def __init__(
+        self,
+        detector: MTCNNDetector,
+        aligner: FivePointAligner,
+        embedder: Embedder,
+        landmarker: Landmarker | None = None,
+    ) -> None:
         self.detector = detector
         self.aligner = aligner
         self.embedder = embedder
@@ -47,22 +53,25 @@ class FacePipeline:
         aligns (other crops give other vectors, which must not be mixed in one gallery)."""
         return self.embedder.version + (f"+{self.landmarker.version}" if self.landmarker else "")
 
-    def detect(self, image: np.ndarray, timings: Timings | None = None,
-               min_face_size: int | None = None) -> list[Detection]:
+    def detect(
+        self, image: np.ndarray, timings: Timings | None = None, min_face_size: int | None = None
+    ) -> list[Detection]:
         timings = Timings() if timings is None else timings
         with timings.stage("detect"):
             return self.detector.detect(image, min_face_size)
 
-    def alignment_points(self, image: np.ndarray,
-                         detections: list[Detection]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    def alignment_points(
+        self, image: np.ndarray, detections: list[Detection]
+    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
         """The five points each face is aligned with, and its 68 points (``None`` without a landmarker)."""
         if self.landmarker is None or not detections:
             return [d.points for d in detections], [None] * len(detections)
         dense = list(self.landmarker.predict(image, [d.box for d in detections]))
         return [five_from_68(p) for p in dense], dense
 
-    def embed_detections(self, image: np.ndarray, detections: list[Detection],
-                         timings: Timings | None = None) -> list[Face]:
+    def embed_detections(
+        self, image: np.ndarray, detections: list[Detection], timings: Timings | None = None
+    ) -> list[Face]:
         """Align every detection and embed them as one batch."""
         timings = Timings() if timings is None else timings
         with timings.stage("landmarks") if self.landmarker is not None else nullcontext():
@@ -71,7 +80,9 @@ class FacePipeline:
             crops = [self.aligner.align(image, p) for p in five]
         with timings.stage("embed"):
             vectors = self.embedder.embed(crops)
-        return [Face(d.box, d.score, p, v, dense_points) for d, p, v, dense_points in zip(detections, five, vectors, dense)]
+        return [
+            Face(d.box, d.score, p, v, dense_points) for d, p, v, dense_points in zip(detections, five, vectors, dense)
+        ]
 
     def faces(self, image: np.ndarray, max_faces: int | None = None) -> list[Face]:
         """Detect, align and embed every face (the ``max_faces`` highest-scoring when capped)."""
@@ -113,4 +124,6 @@ def build_pipeline(config: PipelineConfig | None = None, device: torch.device | 
     if config.aligner not in ("mtcnn5", "landmarks68"):
         raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
     landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
-    return FacePipeline(build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker)
+    return FacePipeline(
+        build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
+    )

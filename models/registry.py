@@ -1,4 +1,5 @@
 """A small registry: architectures are created by name, never through if/elif chains."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -3,6 +3,7 @@
 Both are score functions with one signature, ``score(a, b) -> (len(a), len(b))`` over stacks of
 embeddings, so the service, the evaluation and the metrics use whichever the model card names.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

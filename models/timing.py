@@ -1,4 +1,5 @@
 """Per-stage wall-clock timings of one request, for the ``Server-Timing`` header and the benchmarks."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Fixed inference types: one image in, ``list[Face]`` out (``[]`` when there is none)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -27,5 +28,9 @@ class Face(Detection):
     def rescaled(self, factor: float) -> "Face":
         """The same face with its box and points multiplied by ``factor`` (e.g. back to the full
         photo's pixels after working on a reduced decode)."""
-        return replace(self, box=self.box * factor, points=self.points * factor,
-                       landmarks68=None if self.landmarks68 is None else self.landmarks68 * factor)
+        return replace(
+            self,
+            box=self.box * factor,
+            points=self.points * factor,
+            landmarks68=None if self.landmarks68 is None else self.landmarks68 * factor,
+        )

@@ -1,4 +1,5 @@
 """Shared fixtures: the real data root, and the app built on real weights with a temporary state dir."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,7 @@ def data() -> Path:
 @pytest.fixture(scope="session")
 def known(data: Path) -> Path:
     return data / "photos" / "known_people" / "knn_examples"
+
 
 @pytest.fixture
 def client(tmp_path: Path):

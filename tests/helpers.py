@@ -1,5 +1,6 @@
 """What several test files share: clients on the real app, the known people and their photos, and
 reading the database file directly. Test files import from here, never from each other."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -12,8 +13,19 @@ from app.config import Settings
 from app.main import create_app
 from app.testing import ADMIN_KEY
 
-__all__ = ["ADMIN_KEY", "EXPECTED", "FPR", "PEOPLE", "database_state", "enroll_all", "files", "make_client",
-           "matched_names", "one_face_photos", "top_candidates"]
+__all__ = [
+    "ADMIN_KEY",
+    "EXPECTED",
+    "FPR",
+    "PEOPLE",
+    "database_state",
+    "enroll_all",
+    "files",
+    "make_client",
+    "matched_names",
+    "one_face_photos",
+    "top_candidates",
+]
 
 PEOPLE = ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
 # Test photo -> the enrolled people in it (johnsnow_test1 is Kit Harington as Jon Snow).
@@ -69,18 +81,27 @@ def top_candidates(client, photo: Path) -> list[str]:
 
 def one_face_photos(data: Path) -> list[tuple[str, bytes]]:
     known = data / "photos" / "known_people"
-    paths = [known / "obama_small.jpg", known / "knn_examples" / "train" / "kit_harington" / "john2.jpeg",
-             known / "knn_examples" / "train" / "rose_leslie" / "img2.jpg"]
+    paths = [
+        known / "obama_small.jpg",
+        known / "knn_examples" / "train" / "kit_harington" / "john2.jpeg",
+        known / "knn_examples" / "train" / "rose_leslie" / "img2.jpg",
+    ]
     return [(p.name, p.read_bytes()) for p in paths]
 
 
 def database_state(state: Path) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     """{name: face count}, face ids and vectors, read straight from the SQLite file."""
     with sqlite3.connect(state / "facerec.db") as db:
-        counts = dict(db.execute("SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f "
-                                 "ON f.identity_id = i.id GROUP BY i.id"))
+        counts = dict(
+            db.execute(
+                "SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f ON f.identity_id = i.id GROUP BY i.id"
+            )
+        )
         rows = db.execute("SELECT id, embedding FROM faces ORDER BY id").fetchall()
     ids = np.array([r[0] for r in rows], np.int64)
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1) if rows else \
-        np.zeros((0, 512), np.float32)
+    vectors = (
+        np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+        if rows
+        else np.zeros((0, 512), np.float32)
+    )
     return counts, ids, vectors

@@ -1,4 +1,5 @@
 """End to end over HTTP: the committed weights, a real SQLite file and FAISS index, real photos."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,14 +43,18 @@ def test_enroll_identify_delete_restart(known: Path, data: Path, state: Path):
         assert listed == {"alex_lacamoire": 1, "biden": 2, "kit_harington": 2, "rose_leslie": 2}
         assert client.get("/health").json()["faces_indexed"] == 7
         assert set(n for n in matched_names(client, known / "test" / "kit_with_rose.jpg") if n) == {
-            "kit_harington", "rose_leslie"}
+            "kit_harington",
+            "rose_leslie",
+        }
 
 
 def test_identify_reports_candidates_and_threshold(client, known: Path):
     enroll_all(client, known)
     r = client.post("/identify", files=files([known / "test" / "obama1.jpg"], "image"), data={"top_k": 3, "fpr": 1e-2})
     stages = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
-    assert list(stages) == ["decode", "detect", "align", "embed", "search"] and all(float(v) >= 0 for v in stages.values())
+    assert list(stages) == ["decode", "detect", "align", "embed", "search"] and all(
+        float(v) >= 0 for v in stages.values()
+    )
     body = r.json()
     face = body["faces"][0]
     assert len(face["candidates"]) == 3
@@ -122,7 +127,9 @@ def test_a_face_too_small_to_enrol_is_refused_by_name_but_still_identified(clien
     upload = [("images", ("small.jpg", small.getvalue(), "image/jpeg"))]
     r = client.post("/enroll", data={"name": "obama-small"}, files=upload)
     assert r.status_code == 422 and r.json()["error"]["code"] == "no_face"
-    assert "at least 80 px" in r.json()["error"]["message"] and "FACEREC_ENROLL_MIN_FACE" in r.json()["error"]["message"]
+    assert (
+        "at least 80 px" in r.json()["error"]["message"] and "FACEREC_ENROLL_MIN_FACE" in r.json()["error"]["message"]
+    )
     assert client.get("/identities").json() == []  # nothing half-written
     r = client.post("/embed", files=[("image", ("small.jpg", small.getvalue(), "image/jpeg"))])
     assert len(r.json()["faces"]) == 1
@@ -151,7 +158,8 @@ def test_idrate_metrics_report_card_and_live_gallery(client, known: Path):
         _, owners, vectors = crud.embeddings(session=session, model_version=service.model_version, dim=512)
     people, counts = np.unique(owners, return_counts=True)
     query = np.isin(owners, people[counts >= 2])
-    expected = idrate(vectors[query], owners[query], vectors[~query], [1e-1, 1e-2, 1e-3, 1e-4],
-                      service.pipeline.embedder.score)
+    expected = idrate(
+        vectors[query], owners[query], vectors[~query], [1e-1, 1e-2, 1e-3, 1e-4], service.pipeline.embedder.score
+    )
     assert [p["tpr"] for p in live["idrate"]] == pytest.approx([p.tpr for p in expected])
     assert all(4 * p["tpr"] == int(4 * p["tpr"]) for p in live["idrate"]) and live["idrate"][0]["tpr"] > 0

@@ -1,4 +1,5 @@
 """Bad input gets a JSON 4xx that names the problem, and changes nothing."""
+
 from __future__ import annotations
 
 import io
@@ -37,57 +38,124 @@ def bad_requests(known: Path, data: Path) -> list[tuple[str, str, dict, int, str
     crowd = data / "photos" / "crowds"
     jpeg = good.read_bytes()
     return [
-        ("not an image", "/enroll", {"data": {"name": "x"}, "files": [("images", ("a.jpg", b"hello world"))]},
-         415, "invalid_image"),
-        ("empty upload", "/enroll", {"data": {"name": "x"}, "files": [("images", ("a.jpg", b""))]},
-         400, "empty_upload"),
-        ("truncated jpeg", "/identify", {"files": [("image", ("t.jpg", jpeg[: len(jpeg) // 3]))]},
-         415, "invalid_image"),
+        (
+            "not an image",
+            "/enroll",
+            {"data": {"name": "x"}, "files": [("images", ("a.jpg", b"hello world"))]},
+            415,
+            "invalid_image",
+        ),
+        (
+            "empty upload",
+            "/enroll",
+            {"data": {"name": "x"}, "files": [("images", ("a.jpg", b""))]},
+            400,
+            "empty_upload",
+        ),
+        (
+            "truncated jpeg",
+            "/identify",
+            {"files": [("image", ("t.jpg", jpeg[: len(jpeg) // 3]))]},
+            415,
+            "invalid_image",
+        ),
         ("no face", "/enroll", {"data": {"name": "dog"}, "files": files([crowd / "dogs.jpg"])}, 422, "no_face"),
-        ("several faces", "/enroll", {"data": {"name": "two"},
-                                      "files": files([data / "photos" / "known_people" / "two_people.jpg"])},
-         422, "multiple_faces"),
-        ("one bad image of two", "/enroll", {"data": {"name": "mixed"}, "files": files([good, crowd / "dogs.jpg"])},
-         422, "no_face"),
-        ("unknown identity", "/enroll", {"data": {"identity_id": 999}, "files": files([good])},
-         404, "unknown_identity"),
-        ("name and id", "/enroll", {"data": {"name": "x", "identity_id": 1}, "files": files([good])},
-         422, "invalid_parameter"),
+        (
+            "several faces",
+            "/enroll",
+            {"data": {"name": "two"}, "files": files([data / "photos" / "known_people" / "two_people.jpg"])},
+            422,
+            "multiple_faces",
+        ),
+        (
+            "one bad image of two",
+            "/enroll",
+            {"data": {"name": "mixed"}, "files": files([good, crowd / "dogs.jpg"])},
+            422,
+            "no_face",
+        ),
+        (
+            "unknown identity",
+            "/enroll",
+            {"data": {"identity_id": 999}, "files": files([good])},
+            404,
+            "unknown_identity",
+        ),
+        (
+            "name and id",
+            "/enroll",
+            {"data": {"name": "x", "identity_id": 1}, "files": files([good])},
+            422,
+            "invalid_parameter",
+        ),
         ("neither name nor id", "/enroll", {"files": files([good])}, 422, "invalid_parameter"),
         ("blank name", "/enroll", {"data": {"name": "   "}, "files": files([good])}, 422, "invalid_parameter"),
-        ("name too long", "/enroll", {"data": {"name": "n" * 201}, "files": files([good])},
-         422, "invalid_parameter"),
+        ("name too long", "/enroll", {"data": {"name": "n" * 201}, "files": files([good])}, 422, "invalid_parameter"),
         ("duplicate name", "/enroll", {"data": {"name": "biden"}, "files": files([good])}, 409, "identity_exists"),
         ("no images field", "/enroll", {"data": {"name": "x"}}, 422, "invalid_parameter"),
         ("top_k zero", "/identify", {"data": {"top_k": 0}, "files": files([good], "image")}, 422, "invalid_parameter"),
-        ("top_k text", "/identify", {"data": {"top_k": "many"}, "files": files([good], "image")},
-         422, "invalid_parameter"),
-        ("top_k too large", "/identify", {"data": {"top_k": 51}, "files": files([good], "image")},
-         422, "invalid_parameter"),
-        ("fpr negative", "/identify", {"data": {"fpr": -1}, "files": files([good], "image")},
-         422, "invalid_parameter"),
-        ("fpr not a number", "/identify", {"data": {"fpr": "low"}, "files": files([good], "image")},
-         422, "invalid_parameter"),
-        ("fpr out of range", "/identify", {"data": {"fpr": 0.9}, "files": files([good], "image")},
-         422, "invalid_parameter"),
-        ("decompression bomb", "/identify", {"files": [("image", ("bomb.png", png_bomb()))]},
-         413, "image_too_large"),
+        (
+            "top_k text",
+            "/identify",
+            {"data": {"top_k": "many"}, "files": files([good], "image")},
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "top_k too large",
+            "/identify",
+            {"data": {"top_k": 51}, "files": files([good], "image")},
+            422,
+            "invalid_parameter",
+        ),
+        ("fpr negative", "/identify", {"data": {"fpr": -1}, "files": files([good], "image")}, 422, "invalid_parameter"),
+        (
+            "fpr not a number",
+            "/identify",
+            {"data": {"fpr": "low"}, "files": files([good], "image")},
+            422,
+            "invalid_parameter",
+        ),
+        (
+            "fpr out of range",
+            "/identify",
+            {"data": {"fpr": 0.9}, "files": files([good], "image")},
+            422,
+            "invalid_parameter",
+        ),
+        ("decompression bomb", "/identify", {"files": [("image", ("bomb.png", png_bomb()))]}, 413, "image_too_large"),
         ("gif format", "/embed", {"files": [("image", ("a.gif", gif_bytes()))]}, 415, "invalid_image"),
         ("unknown identity to delete", "DELETE /identities/999", {}, 404, "unknown_identity"),
         ("unknown identity to get", "GET /identities/999", {}, 404, "unknown_identity"),
         ("identity id not a number", "GET /identities/abc", {}, 422, "invalid_parameter"),
-        ("upload over the byte limit", "/identify", {"files": [("image", ("big.jpg", b"\xff" * (15 * 2**20 + 1)))]},
-         413, "image_too_large"),
+        (
+            "upload over the byte limit",
+            "/identify",
+            {"files": [("image", ("big.jpg", b"\xff" * (15 * 2**20 + 1)))]},
+            413,
+            "image_too_large",
+        ),
         ("file in the wrong field", "/identify", {"files": files([good], "photo")}, 422, "invalid_parameter"),
-        ("html named .png", "/identify", {"files": [("image", ("page.png", b"<html><body>hi</body></html>"))]},
-         415, "invalid_image"),
-        ("enrol with a wrong API key", "/enroll", {"data": {"name": "intruder"}, "files": files([good]),
-                                                   "headers": {"X-API-Key": "frk_not-a-key"}}, 401, "invalid_api_key"),
+        (
+            "html named .png",
+            "/identify",
+            {"files": [("image", ("page.png", b"<html><body>hi</body></html>"))]},
+            415,
+            "invalid_image",
+        ),
+        (
+            "enrol with a wrong API key",
+            "/enroll",
+            {"data": {"name": "intruder"}, "files": files([good]), "headers": {"X-API-Key": "frk_not-a-key"}},
+            401,
+            "invalid_api_key",
+        ),
     ]
 
 
 def png_bomb() -> bytes:
     """A tiny PNG whose header claims 50,000 x 50,000 pixels (the pixel data never follows)."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -105,7 +173,9 @@ def pytest_generate_tests(metafunc):
     """One test per row of :func:`bad_requests`, named by its label (no hand-kept count)."""
     if "bad_request" in metafunc.fixturenames:
         root = data_root()
-        cases = bad_requests(root / "photos" / "known_people" / "knn_examples", root) if (root / "photos").is_dir() else []
+        cases = (
+            bad_requests(root / "photos" / "known_people" / "knn_examples", root) if (root / "photos").is_dir() else []
+        )
         metafunc.parametrize("bad_request", cases, ids=[c[0] for c in cases])
 
 

@@ -1,5 +1,6 @@
 """Access control: every endpoint but /health needs a key; read keys cannot change the gallery;
 keys are stored hashed, revocable, and the service will not start with none unless told it is insecure."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,12 @@ from tests.helpers import ADMIN_KEY, files, make_client
 
 # (method, path, role needed)
 ENDPOINTS = [
-    ("POST", "/enroll", "admin"), ("POST", "/identify", "read"), ("POST", "/embed", "read"),
-    ("GET", "/identities", "read"), ("GET", "/identities/1", "read"), ("DELETE", "/identities/1", "admin"),
+    ("POST", "/enroll", "admin"),
+    ("POST", "/identify", "read"),
+    ("POST", "/embed", "read"),
+    ("GET", "/identities", "read"),
+    ("GET", "/identities/1", "read"),
+    ("DELETE", "/identities/1", "admin"),
     ("GET", "/metrics/idrate", "read"),
 ]
 
@@ -46,8 +51,12 @@ def test_no_key_and_wrong_key_are_refused_everywhere_but_health(tmp_path: Path, 
     with make_client(tmp_path / "state", key=None) as client:
         assert client.get("/health").status_code == 200
         for method, path, _ in ENDPOINTS:
-            for key, code in ((None, "missing_api_key"), ("", "missing_api_key"), ("frk_wrong", "invalid_api_key"),
-                              (ADMIN_KEY + "x", "invalid_api_key")):
+            for key, code in (
+                (None, "missing_api_key"),
+                ("", "missing_api_key"),
+                ("frk_wrong", "invalid_api_key"),
+                (ADMIN_KEY + "x", "invalid_api_key"),
+            ):
                 r = call(client, method, path, key, photo)
                 assert r.status_code == 401, (method, path, key, r.text)
                 assert r.json()["error"]["code"] == code

@@ -1,6 +1,7 @@
 """The CelebA dataset builder on a tiny git repository made here, from real photos: read by blob id,
 detected and aligned as the training crops are, checked against each identity's other photos,
 merged, split into training and held-out people, resumable and idempotent."""
+
 from __future__ import annotations
 
 import gzip
@@ -46,19 +47,29 @@ def built(tmp_path_factory, data: Path):
     held_id = first_heldout_id(5000)
     blank = tmp / "blank.jpg"  # a photo with no face (dogs.jpg has dog faces MTCNN scores above 0.5)
     cv2.imwrite(str(blank), np.tile(np.linspace(0, 255, 200, dtype=np.uint8)[:, None, None], (1, 160, 3)))
-    a_files = {"000001.jpg": photos / "obama.jpg", "000002.jpg": photos / "obama2.jpg",
-               "000003.jpg": knn / "test" / "obama1.jpg", "000004.jpg": photos / "biden.jpg"}
-    b_files = {"000005.jpg": knn / "train" / "kit_harington" / "john1.jpeg",
-               "000006.jpg": knn / "train" / "kit_harington" / "john2.jpeg",
-               "000007.jpg": blank,
-               "000008.jpg": knn / "test" / "kit_with_rose.jpg"}
+    a_files = {
+        "000001.jpg": photos / "obama.jpg",
+        "000002.jpg": photos / "obama2.jpg",
+        "000003.jpg": knn / "test" / "obama1.jpg",
+        "000004.jpg": photos / "biden.jpg",
+    }
+    b_files = {
+        "000005.jpg": knn / "train" / "kit_harington" / "john1.jpeg",
+        "000006.jpg": knn / "train" / "kit_harington" / "john2.jpeg",
+        "000007.jpg": blank,
+        "000008.jpg": knn / "test" / "kit_with_rose.jpg",
+    }
     git_a, blobs_a = make_repo(tmp / "repo_a", a_files)
     git_b, blobs_b = make_repo(tmp / "repo_b", b_files)
     rows = [("a", blobs_a[f], f, 101) for f in a_files]
-    rows += [("b", blobs_b["000005.jpg"], "000005.jpg", held_id), ("b", blobs_b["000006.jpg"], "000006.jpg", held_id),
-             ("b", blobs_b["000007.jpg"], "000007.jpg", 103), ("b", blobs_b["000008.jpg"], "000008.jpg", 104),
-             ("b", "0" * 40, "000009.jpg", 104),  # a blob the repository does not hold
-             ("a", blobs_a["000001.jpg"], "000010.jpg", 105)]  # already in the shared set
+    rows += [
+        ("b", blobs_b["000005.jpg"], "000005.jpg", held_id),
+        ("b", blobs_b["000006.jpg"], "000006.jpg", held_id),
+        ("b", blobs_b["000007.jpg"], "000007.jpg", 103),
+        ("b", blobs_b["000008.jpg"], "000008.jpg", 104),
+        ("b", "0" * 40, "000009.jpg", 104),  # a blob the repository does not hold
+        ("a", blobs_a["000001.jpg"], "000010.jpg", 105),
+    ]  # already in the shared set
     manifest = tmp / "manifest.tsv.gz"
     with gzip.open(manifest, "wt") as f:
         f.write("source\tblob\tfile\tceleba_id\n" + "".join(f"{s}\t{b}\t{fi}\t{i}\n" for s, b, fi, i in rows))
@@ -72,8 +83,22 @@ def built(tmp_path_factory, data: Path):
     base = tmp / "base"
     shutil.copytree(shared, base)
     out = tmp / "out"
-    argv = ["--git", f"a={git_a}", "--git", f"b={git_b}", "--manifest", str(manifest), "--shared", str(shared),
-            "--base", str(base), "--out", str(out), "--min-agreement", "0.55"]
+    argv = [
+        "--git",
+        f"a={git_a}",
+        "--git",
+        f"b={git_b}",
+        "--manifest",
+        str(manifest),
+        "--shared",
+        str(shared),
+        "--base",
+        str(base),
+        "--out",
+        str(out),
+        "--min-agreement",
+        "0.55",
+    ]
     main(argv + ["--shard", "0/2"])
     main(argv + ["--shard", "1/2"])
     main(argv)
@@ -97,8 +122,12 @@ def test_crops_are_112px_template_crops_of_the_chosen_face(built):
         image = cv2.imread(str(path))
         assert image.shape == (112, 112, 3)
     # kit_with_rose.jpg has two faces; the one nearest the centre was kept and recorded as chosen.
-    record = next(json.loads(line) for p in (built["out"] / "records").glob("*.jsonl")
-                  for line in p.read_text().splitlines() if "000008" in line)
+    record = next(
+        json.loads(line)
+        for p in (built["out"] / "records").glob("*.jsonl")
+        for line in p.read_text().splitlines()
+        if "000008" in line
+    )
     assert record["status"] == "ok" and record["faces"] >= 2
 
 
@@ -106,7 +135,10 @@ def test_a_face_that_disagrees_with_its_identity_is_dropped(built):
     report = json.loads((built["out"] / "build.json").read_text())
     assert report["dropped_disagreeing_files"] == ["000004.jpg"]  # Biden among three Obamas
     assert sorted(p.name for p in (built["out"] / "train" / "celeba_101").iterdir()) == [
-        "000001.png", "000002.png", "000003.png"]
+        "000001.png",
+        "000002.png",
+        "000003.png",
+    ]
 
 
 def test_heldout_people_never_reach_the_training_tree(built):

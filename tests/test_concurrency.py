@@ -2,6 +2,7 @@
 
 No 5xx, no lost write, a final state that matches what was acknowledged, and the event loop free
 while inference runs (a health probe is answered faster than an identification)."""
+
 from __future__ import annotations
 
 import logging
@@ -27,6 +28,7 @@ def client_script(server: LiveServer, k: int, photos) -> dict:
     out = {"statuses": [], "identify_s": [], "kept": None}
     photo = photos[k % len(photos)]
     with server.client(timeout=120) as c:
+
         def go(method: str, path: str, **kw):
             t0 = time.perf_counter()
             r = c.request(method, path, **kw)
@@ -81,10 +83,16 @@ def test_sixteen_concurrent_clients(tmp_path: Path, data: Path):
     assert health["faces_indexed"] == CLIENTS and health["identities"] == CLIENTS
     _, ids, vectors = database_state(state)
     index = faiss.read_index(str(state / "faces.faiss"))
-    assert checksum(faiss.vector_to_array(index.id_map).astype(np.int64),
-                    index.index.reconstruct_n(0, index.ntotal)) == checksum(ids, vectors)
+    assert checksum(
+        faiss.vector_to_array(index.id_map).astype(np.int64), index.index.reconstruct_n(0, index.ntotal)
+    ) == checksum(ids, vectors)
     identify = [t for r in results for t in r["identify_s"]]
-    log.info("%d requests, no 5xx; /identify p50 %.0f ms under load, /health p50 %.0f ms (%d probes)",
-             len(statuses), 1000 * statistics.median(identify), 1000 * statistics.median(health_s), len(health_s))
+    log.info(
+        "%d requests, no 5xx; /identify p50 %.0f ms under load, /health p50 %.0f ms (%d probes)",
+        len(statuses),
+        1000 * statistics.median(identify),
+        1000 * statistics.median(health_s),
+        len(health_s),
+    )
     # Inference runs in worker threads: the event loop keeps answering while identifications queue.
     assert len(health_s) >= 3 and statistics.median(health_s) < statistics.median(identify)

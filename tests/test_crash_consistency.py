@@ -4,6 +4,7 @@ After every kill the database files are read directly, and after every restart t
 with the database: every acknowledged write is there, no request is half-applied, and the index the
 service searches holds exactly the database's vectors.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,10 +30,10 @@ class Ledger:
     """What the client sent and what the server acknowledged."""
 
     def __init__(self) -> None:
-        self.sent: dict[str, int] = {}      # name -> images in its enrol request
-        self.acked: dict[str, int] = {}     # name -> images, for 201 answers
+        self.sent: dict[str, int] = {}  # name -> images in its enrol request
+        self.acked: dict[str, int] = {}  # name -> images, for 201 answers
         self.delete_sent: set[str] = set()
-        self.deleted: set[str] = set()      # deletes answered 200
+        self.deleted: set[str] = set()  # deletes answered 200
         self.ids: dict[str, int] = {}
         self.unexpected: list[str] = []
 
@@ -60,8 +61,7 @@ def stream(server: LiveServer, ledger: Ledger, photos, cycle: int, rng: random.R
                 name, n = f"c{cycle}-{i}", rng.choice([1, 2, 3])
                 i += 1
                 ledger.sent[name] = n
-                r = client.post("/enroll", data={"name": name},
-                                files=[("images", p) for p in rng.sample(photos, n)])
+                r = client.post("/enroll", data={"name": name}, files=[("images", p) for p in rng.sample(photos, n)])
                 if r.status_code == 201:
                     ledger.acked[name] = n
                     ledger.ids[name] = r.json()["identity"]["id"]
@@ -105,8 +105,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, data: Path):
         if cycle:
             check_after_restart(server, state)
         stop = threading.Event()
-        worker = threading.Thread(target=stream, args=(server, ledger, photos, cycle, random.Random(rng.random()),
-                                                       stop))
+        worker = threading.Thread(
+            target=stream, args=(server, ledger, photos, cycle, random.Random(rng.random()), stop)
+        )
         worker.start()
         time.sleep(rng.uniform(0.3, 2.5))
         server.kill()
@@ -119,8 +120,13 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, data: Path):
         check_after_restart(server, state)
     finally:
         server.stop()
-    log.info("%d cycles: %d enrolls acknowledged, %d deletes acknowledged, %d requests cut off by SIGKILL",
-             CYCLES, len(ledger.acked), len(ledger.deleted), ledger.interrupted())
+    log.info(
+        "%d cycles: %d enrolls acknowledged, %d deletes acknowledged, %d requests cut off by SIGKILL",
+        CYCLES,
+        len(ledger.acked),
+        len(ledger.deleted),
+        ledger.interrupted(),
+    )
     assert not ledger.unexpected, ledger.unexpected[:5]
     # The run must have exercised something: many acknowledged writes, most kills landing mid-request.
     assert len(ledger.acked) >= CYCLES and ledger.deleted, (len(ledger.acked), len(ledger.deleted))

@@ -1,5 +1,6 @@
 """Our MTCNN cascade: the nets against the reference implementation whose weights we load, NMS by
 hand, and recall on dlib's hand-marked crowd photos (real photos, the service's detector settings)."""
+
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -48,8 +49,14 @@ def _marked_faces(crowds):
     for xml in ("training.xml", "testing.xml"):
         for image in ET.parse(crowds / xml).getroot().iter("image"):
             marked[image.get("file")] = [
-                [float(b.get("left")), float(b.get("top")), float(b.get("left")) + float(b.get("width")),
-                 float(b.get("top")) + float(b.get("height"))] for b in image.iter("box")]
+                [
+                    float(b.get("left")),
+                    float(b.get("top")),
+                    float(b.get("left")) + float(b.get("width")),
+                    float(b.get("top")) + float(b.get("height")),
+                ]
+                for b in image.iter("box")
+            ]
     return marked
 
 

@@ -4,6 +4,7 @@ Every operation gets ``FUZZ_EXAMPLES`` generated requests -- valid and deliberat
 against the real app (committed weights, a real SQLite file and FAISS index, a seeded gallery).
 No answer may be a 5xx, and every answer must match the schema: status code, content type, body.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -45,15 +46,25 @@ def seeded_gallery(data: Path):
     with TestClient(app, headers={"X-API-Key": ADMIN_KEY}) as client:
         known = data / "photos" / "known_people" / "knn_examples" / "train"
         for person in ("biden", "obama"):
-            assert client.post("/enroll", data={"name": person},
-                               files=files(sorted((known / person).iterdir()))).status_code == 201
+            assert (
+                client.post(
+                    "/enroll", data={"name": person}, files=files(sorted((known / person).iterdir()))
+                ).status_code
+                == 201
+            )
     yield
     shutil.rmtree(STATE.parent, ignore_errors=True)
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=False, database=None,
-                     phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+@hypothesis.settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 @hypothesis.seed(SEED)
 def test_no_5xx_and_answers_match_the_schema(case):
     case.call_and_validate(headers={"X-API-Key": ADMIN_KEY}, checks=CHECKS)

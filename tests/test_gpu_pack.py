@@ -1,4 +1,5 @@
 """The crops packed for a GPU machine load back as the same training set (order, labels, pixels)."""
+
 import tarfile
 
 import cv2
@@ -20,8 +21,9 @@ def test_packed_crops_load_back_as_the_same_training_set(tmp_path):
             cv2.imwrite(str(src / person / f"{name}.png"), cv2.resize(small, (112, 112), interpolation=cv2.INTER_CUBIC))
     (src / "realign_0of1.json").write_text('{"landmarks": "models/weights/landmarks_integral_96.pt"}')
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"name": "t", "input_size": 80, "data_dir": str(src),
-                                      "cache_dir": str(tmp_path / "cache")}))
+    config.write_text(
+        yaml.safe_dump({"name": "t", "input_size": 80, "data_dir": str(src), "cache_dir": str(tmp_path / "cache")})
+    )
     out = tmp_path / "crops.tar.gz"
     gpu_pack.main(["--config", str(config), "--out", str(out)])
 

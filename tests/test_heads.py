@@ -103,9 +103,12 @@ def test_combined_margin_reduces_to_arcface_and_cosface():
     theta = torch.linspace(0.05, 2.5, 50)
     cos = torch.stack([torch.cos(theta), 0.1 * torch.ones(50)], 1)
     labels = torch.zeros(50, dtype=torch.long)
-    assert torch.allclose(CombinedMargin(32, 1.0, 0.5, 0.0)(cos, labels), ArcFaceMargin(32, 0.5)(cos, labels), atol=1e-4)
-    assert torch.allclose(CombinedMargin(32, 1.0, 0.0, 0.35)(cos, labels), CosFaceMargin(32, 0.35)(cos, labels),
-                          atol=1e-4)
+    assert torch.allclose(
+        CombinedMargin(32, 1.0, 0.5, 0.0)(cos, labels), ArcFaceMargin(32, 0.5)(cos, labels), atol=1e-4
+    )
+    assert torch.allclose(
+        CombinedMargin(32, 1.0, 0.0, 0.35)(cos, labels), CosFaceMargin(32, 0.35)(cos, labels), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("m1,m2,m3", [(1.0, 0.5, 0.0), (1.35, 0.0, 0.0), (1.0, 0.3, 0.2), (4.0, 0.0, 0.0)])

@@ -1,4 +1,5 @@
 """The FAISS index against the SQLite database: add, delete, restart, tamper -> rebuilt."""
+
 from __future__ import annotations
 
 import json
@@ -161,7 +162,9 @@ def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_pat
         obama = client.get("/identities").json()[3]
         assert obama["name"] == "obama" and client.delete(f"/identities/{obama['id']}").status_code == 200
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
-    with make_client(state, index_exact_max=4, index_sync_save_max=0, index_save_interval_s=0.2) as client:  # tombstones survive
+    with make_client(
+        state, index_exact_max=4, index_sync_save_max=0, index_save_interval_s=0.2
+    ) as client:  # tombstones survive
         assert client.app.state.service.index_reused
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
         r = client.post("/enroll", data={"name": "obama"}, files=files([known / "train" / "obama" / "obama.jpg"]))

@@ -1,4 +1,5 @@
 """The 68-point helpers and landmark metrics, against values worked out by hand."""
+
 import cv2
 import numpy as np
 import pytest
@@ -73,8 +74,19 @@ def test_landmark_training_smoke_export_and_predict(tmp_path):
     images = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(6)]
     points = rng.uniform(30, 90, (6, 68, 2)).astype(np.float32)
     boxes = np.tile(np.array([[25, 25, 95, 95]], np.float32), (6, 1))
-    cfg = load_landmark_config(None, [f"out_dir={tmp_path}", "input_size=32", "batch_size=4", "steps=3",
-                                      "warmup_steps=1", "checkpoint_every=2", "threads=1", "bf16=false"])
+    cfg = load_landmark_config(
+        None,
+        [
+            f"out_dir={tmp_path}",
+            "input_size=32",
+            "batch_size=4",
+            "steps=3",
+            "warmup_steps=1",
+            "checkpoint_every=2",
+            "threads=1",
+            "bf16=false",
+        ],
+    )
     run = train(cfg, resume=False, data=(images, points, boxes, [6]))
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
     cfg.steps = 4
@@ -112,7 +124,9 @@ def test_integral_landmark_net_answers_inside_the_crop_at_the_heatmap_peak():
     logits = torch.full((1, 68, 64), -50.0)
     logits[0, :, 2 * 8 + 5] = 50.0
     prob = logits.softmax(-1)
-    assert torch.allclose(prob @ net.grid_x, torch.tensor(21.5 / 32)) and torch.allclose(prob @ net.grid_y, torch.tensor(9.5 / 32))
+    assert torch.allclose(prob @ net.grid_x, torch.tensor(21.5 / 32)) and torch.allclose(
+        prob @ net.grid_y, torch.tensor(9.5 / 32)
+    )
     net.train()
     net(torch.randn(2, 3, 32, 32)).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
@@ -128,10 +142,18 @@ def test_service_with_the_68_point_aligner_returns_68_points(tmp_path, known):
     from tests.helpers import files, make_client
 
     weights = tmp_path / "lm.pt"
-    torch.save({k: v.half() if v.is_floating_point() else v
-                for k, v in create_model("landmark_resnet", input_size=64).state_dict().items()}, weights)
-    weights.with_suffix(".json").write_text(json.dumps({"name": "lm", "version": "lm-test", "architecture":
-                                                        "landmark_resnet", "input_size": 64, "crop_scale": 1.3}))
+    torch.save(
+        {
+            k: v.half() if v.is_floating_point() else v
+            for k, v in create_model("landmark_resnet", input_size=64).state_dict().items()
+        },
+        weights,
+    )
+    weights.with_suffix(".json").write_text(
+        json.dumps(
+            {"name": "lm", "version": "lm-test", "architecture": "landmark_resnet", "input_size": 64, "crop_scale": 1.3}
+        )
+    )
     with make_client(tmp_path / "state", aligner="landmarks68", landmark_weights=weights) as client:
         r = client.post("/embed", files=files([known / "train" / "obama" / "obama2.jpg"], "image"))
         assert r.status_code == 200

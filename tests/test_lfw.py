@@ -1,4 +1,5 @@
 """LFW protocol plumbing on the real files."""
+
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ def test_pairs_txt_has_ten_folds_of_300_plus_300(data: Path):
     assert len(pairs) == 6000
     assert sum(p.same for p in pairs) == 3000
     assert {p.fold for p in pairs} == set(range(10))
-    assert all((data / "lfw" / "images" / p.a).exists() and (data / "lfw" / "images" / p.b).exists()
-               for p in pairs[:50] + pairs[-50:])
+    assert all(
+        (data / "lfw" / "images" / p.a).exists() and (data / "lfw" / "images" / p.b).exists()
+        for p in pairs[:50] + pairs[-50:]
+    )
 
 
 def test_seed_split_sizes_match_the_data_readme(data: Path):

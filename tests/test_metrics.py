@@ -17,11 +17,20 @@ from models.metrics import (
 )
 
 # The seed study's known values (query ids 1, 2, 3, 5, 9, 10 in three identities; five distractors).
-SEED_QUERY = np.array([[1.56, 6.45, -7.68], [-1.1, 6.11, -3.0], [-0.06, -0.98, -1.29], [8.56, 1.45, 1.11],
-                       [0.7, 1.1, -7.56], [0.05, 0.9, -2.56]])
+SEED_QUERY = np.array(
+    [
+        [1.56, 6.45, -7.68],
+        [-1.1, 6.11, -3.0],
+        [-0.06, -0.98, -1.29],
+        [8.56, 1.45, 1.11],
+        [0.7, 1.1, -7.56],
+        [0.05, 0.9, -2.56],
+    ]
+)
 SEED_LABELS = np.array([2876, 2876, 2876, 5674, 864, 864])
-SEED_DISTRACTORS = np.array([[0.12, -3.23, -5.55], [-1, -0.01, 1.22], [0.06, -0.23, 1.34], [-6.6, 1.45, -1.45],
-                             [0.89, 1.98, 1.45]])
+SEED_DISTRACTORS = np.array(
+    [[0.12, -3.23, -5.55], [-1, -0.01, 1.22], [0.06, -0.23, 1.34], [-6.6, 1.45, -1.45], [0.89, 1.98, 1.45]]
+)
 
 
 def test_idrate_matches_the_seed_values():
@@ -108,14 +117,18 @@ def test_cohort_normalised_keeps_missed_faces_rejected():
 
 def test_custom_score_reaches_idrate_pairs_and_dir():
     """A score function replaces the cosine everywhere: negating it flips every positive and negative."""
-    neg_cos = lambda a, b: -cosine_matrix(a, b)
+
+    def neg_cos(a, b):
+        return -cosine_matrix(a, b)
+
     pos, neg = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS)
     pos2, neg2 = idrate_pairs(SEED_QUERY, SEED_LABELS, SEED_DISTRACTORS, neg_cos)
     np.testing.assert_allclose(pos2, -pos)
     np.testing.assert_allclose(neg2, -neg)
     gallery, glabels = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array(["a", "b"])
-    point = dir_at_fpir(gallery, glabels, np.array([[0.9, 0.1]]), np.array(["a"]), np.array([[0.6, 0.8]]),
-                        [0.0], neg_cos)[0]
+    point = dir_at_fpir(
+        gallery, glabels, np.array([[0.9, 0.1]]), np.array(["a"]), np.array([[0.6, 0.8]]), [0.0], neg_cos
+    )[0]
     assert point.threshold == pytest.approx(-0.6)  # the non-mated probe's best score is now -0.6
 
 
@@ -146,7 +159,7 @@ def test_mcnemar_exact_known_values():
     b = np.array([0] * 10 + [1] * 2 + [1] * 5 + [0] * 3, bool)
     only_a, only_b, p = mcnemar_exact(a, b)
     assert (only_a, only_b) == (10, 2)
-    assert p == pytest.approx(2 * (1 + 12 + 66) / 2 ** 12)  # 0.0386: binomial(12, 1/2) tail, both sides
+    assert p == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # 0.0386: binomial(12, 1/2) tail, both sides
     assert mcnemar_exact(b, a)[2] == pytest.approx(p)
     assert mcnemar_exact(a, a) == (0, 0, 1.0)
     assert mcnemar_exact([1, 0], [0, 1])[2] == 1.0

@@ -48,7 +48,7 @@ def test_aligner_maps_points_onto_the_template():
     image = np.zeros((400, 400, 3), np.uint8)
     points = ARCFACE_TEMPLATE * 2 + 80
     for x, y in points:
-        image[int(round(y)) - 2:int(round(y)) + 3, int(round(x)) - 2:int(round(x)) + 3] = 255
+        image[int(round(y)) - 2 : int(round(y)) + 3, int(round(x)) - 2 : int(round(x)) + 3] = 255
     crop = FivePointAligner().align(image, points)
     assert crop.shape == (112, 112, 3)
     for x, y in ARCFACE_TEMPLATE:

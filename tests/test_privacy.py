@@ -1,5 +1,6 @@
 """What is stored, and that deleting an identity really removes it: no photo is ever written, and
 after a delete neither the index nor the database files hold its vectors; its own photo no longer finds it."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -20,16 +21,24 @@ def test_no_photo_is_stored_and_delete_leaves_nothing(tmp_path: Path, known: Pat
         r = client.post("/enroll", data={"name": "obama"}, files=files(obama))
         assert r.status_code == 201
         obama_id = r.json()["identity"]["id"]
-        assert client.post("/enroll", data={"name": "biden"},
-                           files=files([known / "train" / "biden" / "biden.jpg"])).status_code == 201
+        assert (
+            client.post(
+                "/enroll", data={"name": "biden"}, files=files([known / "train" / "biden" / "biden.jpg"])
+            ).status_code
+            == 201
+        )
         if exact_max == 1:  # enough other faces that obama's two stay tombstones (under a tenth of the graph)
             others = sorted(p for p in (known / "train").glob("*/*") if p.parent.name != "obama")
             for copy in range(3):
                 for photo in others:
-                    r = client.post("/enroll", data={"name": f"{photo.parent.name}-{photo.stem}-{copy}"}, files=files([photo]))
+                    r = client.post(
+                        "/enroll", data={"name": f"{photo.parent.name}-{photo.stem}-{copy}"}, files=files([photo])
+                    )
                     assert r.status_code == 201
         assert sorted(p.name for p in state.iterdir() if not p.name.startswith("facerec.db")) == [
-            "faces.faiss", "faces.faiss.json"]  # the index and its header (generation, count, checksum)
+            "faces.faiss",
+            "faces.faiss.json",
+        ]  # the index and its header (generation, count, checksum)
         stored = b"".join(p.read_bytes() for p in state.iterdir())
         for photo in obama:  # not even a slice of the photo's bytes is kept
             data = photo.read_bytes()

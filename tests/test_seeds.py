@@ -49,14 +49,28 @@ def test_miss_rate_uses_percent_for_lfw_only():
 def test_load_summary_reads_evaluate_and_fusion_outputs(tmp_path):
     report = tmp_path / "report"
     report.mkdir()
-    (report / "metrics.json").write_text(json.dumps({
-        "lfw_accuracy": {"mean": 0.92, "std": 0.01},
-        "idrate": [{"fpr": f, "tpr": 0.9 - i / 10, "threshold": 0.3} for i, f in enumerate([0.1, 0.01, 0.001, 0.0001])],
-        "dir_at_fpir": [{"fpr": 0.1, "tpr": 0.35}, {"fpr": 0.01, "tpr": 0.2}]}))
+    (report / "metrics.json").write_text(
+        json.dumps(
+            {
+                "lfw_accuracy": {"mean": 0.92, "std": 0.01},
+                "idrate": [
+                    {"fpr": f, "tpr": 0.9 - i / 10, "threshold": 0.3} for i, f in enumerate([0.1, 0.01, 0.001, 0.0001])
+                ],
+                "dir_at_fpir": [{"fpr": 0.1, "tpr": 0.35}, {"fpr": 0.01, "tpr": 0.2}],
+            }
+        )
+    )
     fusion = tmp_path / "cohort.json"
-    fusion.write_text(json.dumps({"lfw_accuracy": 92.0, "lfw_std": 1.0,
-                                  "tpr_at_fpr": {"0.1": 0.9, "0.01": 0.8, "0.001": 0.7, "0.0001": 0.6},
-                                  "dir_at_fpir": {"0.1": 0.35, "0.01": 0.2}}))
+    fusion.write_text(
+        json.dumps(
+            {
+                "lfw_accuracy": 92.0,
+                "lfw_std": 1.0,
+                "tpr_at_fpr": {"0.1": 0.9, "0.01": 0.8, "0.001": 0.7, "0.0001": 0.6},
+                "dir_at_fpir": {"0.1": 0.35, "0.01": 0.2},
+            }
+        )
+    )
     for path in (report, fusion):
         got = load_summary(path)
         assert got["lfw"] == pytest.approx(92.0)

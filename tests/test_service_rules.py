@@ -1,6 +1,7 @@
 """Rules of the service that each have a setting or a contract: thresholds between calibrated FPRs,
 the faces-per-photo cap, the images-per-enrolment cap, identity paging, one identity per name under
 a race, and migrations that build exactly the ORM's schema."""
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,9 @@ def test_threshold_is_interpolated_in_log_fpr_between_calibrated_points():
     table = {1e-1: 0.2, 1e-2: 0.4, 1e-3: 0.7}
     assert threshold_for_fpr(table, 1e-2) == pytest.approx(0.4)
     # Halfway in log10 between 1e-2 and 1e-3 is 10**-2.5, halfway between their thresholds.
-    assert threshold_for_fpr(table, 10 ** -2.5) == pytest.approx(0.55)
+    assert threshold_for_fpr(table, 10**-2.5) == pytest.approx(0.55)
     # A quarter of the way in log10 from 1e-1 to 1e-2.
-    assert threshold_for_fpr(table, 10 ** -1.25) == pytest.approx(0.25)
+    assert threshold_for_fpr(table, 10**-1.25) == pytest.approx(0.25)
     for outside in (0.5, 1e-4):
         with pytest.raises(InvalidParameter, match="calibrated range"):
             threshold_for_fpr(table, outside)

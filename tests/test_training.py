@@ -1,4 +1,5 @@
 """The training package on a tiny synthetic identity tree: config, train, resume, export, load."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,22 @@ def tiny_tree(tmp_path: Path) -> Path:
 
 
 def tiny_config(tiny_tree: Path, tmp_path: Path, steps: int) -> TrainConfig:
-    return load_config(None, [f"data_dir={tiny_tree}", f"out_dir={tmp_path / 'runs'}", "name=tiny",
-                              "arch=iresnet_tiny", "input_size=32", "embedding_dim=16", f"steps={steps}",
-                              "batch_size=8", "warmup_steps=2", f"cache_dir={tmp_path / 'cache'}", "threads=1"])
+    return load_config(
+        None,
+        [
+            f"data_dir={tiny_tree}",
+            f"out_dir={tmp_path / 'runs'}",
+            "name=tiny",
+            "arch=iresnet_tiny",
+            "input_size=32",
+            "embedding_dim=16",
+            f"steps={steps}",
+            "batch_size=8",
+            "warmup_steps=2",
+            f"cache_dir={tmp_path / 'cache'}",
+            "threads=1",
+        ],
+    )
 
 
 def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
@@ -71,7 +85,10 @@ def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     a, b = np.random.default_rng(0).normal(size=(2, 1, 16)).astype(np.float32)
     a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-    top2 = lambda v: np.sort(centres @ v[0])[-2:].mean()
+
+    def top2(v):
+        return np.sort(centres @ v[0])[-2:].mean()
+
     expected = float(a[0] @ b[0]) - 0.5 * (top2(a) + top2(b))
     assert embedder.score(a, b)[0, 0] == pytest.approx(expected, abs=2e-3)  # centres stored in fp16
     assert plain.score(a, b)[0, 0] == pytest.approx(float(a[0] @ b[0]), abs=1e-5)
@@ -86,8 +103,9 @@ def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_
 
 
 def test_adaface_training_keeps_its_norm_statistics_across_resume(tiny_tree: Path, tmp_path: Path):
-    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3), {"loss": "adaface",
-                                                                      "loss_kwargs": {"s": 16.0, "m": 0.4}})
+    cfg = apply_overrides(
+        tiny_config(tiny_tree, tmp_path, steps=3), {"loss": "adaface", "loss_kwargs": {"s": 16.0, "m": 0.4}}
+    )
     run = train(cfg, resume=False)
     head = torch.load(run / "checkpoint.pt", weights_only=False)["head"]
     assert head["margin.norm_mean"].item() != 20.0  # moved from its initial value by three batches
@@ -153,8 +171,9 @@ def test_augment_keeps_shape_and_range_and_identity_when_disabled():
     gen = torch.Generator().manual_seed(0)
     out = augment(x.clone(), AugmentConfig(), gen)
     assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
-    off = AugmentConfig(flip=0, max_rotate_deg=0, scale=(1.0, 1.0), max_shift=0, brightness=0, contrast=0,
-                        grayscale=0, blur=0)
+    off = AugmentConfig(
+        flip=0, max_rotate_deg=0, scale=(1.0, 1.0), max_shift=0, brightness=0, contrast=0, grayscale=0, blur=0
+    )
     assert torch.allclose(augment(x.clone(), off, gen), x, atol=1e-5)
 
 
@@ -175,9 +194,10 @@ def test_occlusion_paints_flat_rectangles_and_dark_bands_over_the_eye_line():
 
 
 def test_triplet_training_runs_resumes_and_exports(tiny_tree: Path, tmp_path: Path):
-    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=3),
-                          {"loss": "triplet", "loss_kwargs": {"margin": 0.2, "mining": "semihard", "k": 4},
-                           "holdout": 0.25})
+    cfg = apply_overrides(
+        tiny_config(tiny_tree, tmp_path, steps=3),
+        {"loss": "triplet", "loss_kwargs": {"margin": 0.2, "mining": "semihard", "k": 4}, "holdout": 0.25},
+    )
     run = train(cfg, resume=False)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
     assert not (run / "holdout.json").exists()  # no class centres: no closed-set accuracy to report
@@ -206,8 +226,7 @@ def test_weight_average_is_a_running_mean_then_an_ema():
         WeightAverage({"m": layer}, decay=1.0)
 
 
-def test_weight_averaged_training_exports_the_average_and_resumes_exactly(tiny_tree: Path, tmp_path: Path,
-                                                                          monkeypatch):
+def test_weight_averaged_training_exports_the_average_and_resumes_exactly(tiny_tree: Path, tmp_path: Path, monkeypatch):
     import training.train as train_module
 
     run_a = train(apply_overrides(tiny_config(tiny_tree, tmp_path / "a", steps=4), {"ema_decay": 0.5}), resume=False)

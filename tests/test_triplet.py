@@ -1,4 +1,5 @@
 """Triplet loss: known values, mining choices, gradients, and the P x K sampler."""
+
 import numpy as np
 import pytest
 import torch

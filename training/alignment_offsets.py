@@ -9,6 +9,7 @@ The training crops were aligned from MTCNN's five points onto the ArcFace templa
 is padded (the detector needs context around a tight crop), detected with our MTCNN cascade, and the
 five points are taken both from the detector and from the 68-point network on the detector's box.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,17 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     sample = [paths[i] for i in rng.choice(len(paths), min(args.n, len(paths)), replace=False)]
     mtcnn, ours = (a.astype(np.float64) for a in five_point_sources(sample, Landmarker(args.landmarks)))
-    result = {"crops": len(sample), "faces_found": len(mtcnn), "template": ARCFACE_TEMPLATE.round(2).tolist(),
-              "mtcnn_mean": mtcnn.mean(0).round(2).tolist(), "ours_mean": ours.mean(0).round(2).tolist(),
-              "mean_difference_ours_minus_mtcnn": (ours.mean(0) - mtcnn.mean(0)).round(2).tolist(),
-              "mtcnn_std": mtcnn.std(0).round(2).tolist(), "ours_std": ours.std(0).round(2).tolist(),
-              "command": f"python -m training.alignment_offsets --landmarks {args.landmarks} --n {args.n}"}
+    result = {
+        "crops": len(sample),
+        "faces_found": len(mtcnn),
+        "template": ARCFACE_TEMPLATE.round(2).tolist(),
+        "mtcnn_mean": mtcnn.mean(0).round(2).tolist(),
+        "ours_mean": ours.mean(0).round(2).tolist(),
+        "mean_difference_ours_minus_mtcnn": (ours.mean(0) - mtcnn.mean(0)).round(2).tolist(),
+        "mtcnn_std": mtcnn.std(0).round(2).tolist(),
+        "ours_std": ours.std(0).round(2).tolist(),
+        "command": f"python -m training.alignment_offsets --landmarks {args.landmarks} --n {args.n}",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     log.info("mean difference (ours - MTCNN), px: %s", result["mean_difference_ours_minus_mtcnn"])

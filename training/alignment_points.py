@@ -17,6 +17,7 @@ detector box:
   crop moves between those copies (mean distance of the aligned points from their mean, crop pixels).
   An embedder sees jitter as noise between two photos of the same person.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def to_crop(points: np.ndarray, where: np.ndarray) -> np.ndarray:
     return apply_affine(similarity_transform(points, ARCFACE_TEMPLATE), where)
 
 
-def five_points(image: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker,
-                near: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+def five_points(
+    image: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker, near: np.ndarray | None = None
+) -> dict[str, np.ndarray] | None:
     """MTCNN's and our five points for the face nearest ``near`` (or the central face)."""
     found = detector.detect(image)
     if not found:
@@ -60,8 +62,10 @@ def five_points(image: np.ndarray, detector: MTCNNDetector, landmarker: Landmark
         face = lfw.central_face(found, image.shape)
         if face is None:
             return None
-    return {"mtcnn": face.points.astype(np.float64),
-            "ours": five_from_68(landmarker.predict(image, [face.box])[0]).astype(np.float64)}
+    return {
+        "mtcnn": face.points.astype(np.float64),
+        "ours": five_from_68(landmarker.predict(image, [face.box])[0]).astype(np.float64),
+    }
 
 
 def accuracy(split: str, detector: MTCNNDetector, landmarker: Landmarker) -> dict:
@@ -80,9 +84,11 @@ def accuracy(split: str, detector: MTCNNDetector, landmarker: Landmarker) -> dic
     for s in SOURCES:
         r = np.asarray(residuals[s])  # (faces, 5, 2), crop pixels
         bias = r.mean(0)
-        out[s] = {"error_px": round(float(np.linalg.norm(r, axis=2).mean()), 3),
-                  "bias_px": round(float(np.linalg.norm(bias, axis=1).mean()), 3),
-                  "scatter_px": round(float(np.linalg.norm(r - bias, axis=2).mean()), 3)}
+        out[s] = {
+            "error_px": round(float(np.linalg.norm(r, axis=2).mean()), 3),
+            "bias_px": round(float(np.linalg.norm(bias, axis=1).mean()), 3),
+            "scatter_px": round(float(np.linalg.norm(r - bias, axis=2).mean()), 3),
+        }
     return out
 
 
@@ -105,8 +111,9 @@ def stability(n: int, copies: int, detector: MTCNNDetector, landmarker: Landmark
         runs = []
         for k in range(copies):
             m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) if k == 0 else perturbation(rng, image.shape)
-            warped = cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REFLECT)
+            warped = cv2.warpAffine(
+                image, m, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             got = five_points(warped, detector, landmarker)
             if got is None:
                 break
@@ -117,8 +124,11 @@ def stability(n: int, copies: int, detector: MTCNNDetector, landmarker: Landmark
             reference = np.mean([r[s] for r in runs], axis=0)
             placed = np.stack([to_crop(r[s], reference) for r in runs])  # (copies, 5, 2)
             jitter[s].append(np.linalg.norm(placed - placed.mean(0), axis=2).mean())
-    return {"photos": len(jitter["mtcnn"]), "copies": copies,
-            **{s: {"jitter_px": round(float(np.mean(jitter[s])), 3)} for s in SOURCES}}
+    return {
+        "photos": len(jitter["mtcnn"]),
+        "copies": copies,
+        **{s: {"jitter_px": round(float(np.mean(jitter[s])), 3)} for s in SOURCES},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The service's detector (the pipeline factory's defaults), so the points are the ones it aligns with.
     detector, landmarker = build_detector(PipelineConfig()), Landmarker(args.landmarks)
-    result = {"landmarks": landmarker.version,
-              "command": f"python -m training.alignment_points --landmarks {args.landmarks} "
-                         f"--photos {args.photos} --copies {args.copies}",
-              "accuracy": {s: accuracy(s, detector, landmarker) for s in ("helen_test", "youtube_test")},
-              "stability_lfw": stability(args.photos, args.copies, detector, landmarker)}
+    result = {
+        "landmarks": landmarker.version,
+        "command": f"python -m training.alignment_points --landmarks {args.landmarks} "
+        f"--photos {args.photos} --copies {args.copies}",
+        "accuracy": {s: accuracy(s, detector, landmarker) for s in ("helen_test", "youtube_test")},
+        "stability_lfw": stability(args.photos, args.copies, detector, landmarker),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s", json.dumps(result))

@@ -7,6 +7,7 @@ smooth it (Polyak averaging; the EMA "model averaging" of many modern training r
 the shipped recipe it did not pay (reports/losses.md, "Stop 13"): the cosine schedule already anneals
 the rate to zero, so the average only mixes in less-trained weights. Off in every config.
 """
+
 from __future__ import annotations
 
 import torch

@@ -35,6 +35,7 @@ Two stages, both resumable and idempotent (run the same command again: finished 
    symbolic links) with the CelebA photos merged into the ``celeba_<id>`` folders of the same
    people. ``build.json`` reports every count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,7 +82,9 @@ def read_manifest(path: Path) -> list[Row]:
         header = f.readline().rstrip("\n").split("\t")
         if header[:4] != ["source", "blob", "file", "celeba_id"]:
             raise ValueError(f"{path}: expected the columns source, blob, file, celeba_id; got {header}")
-        rows = [Row(s, b, fi, int(i)) for s, b, fi, i in (line.rstrip("\n").split("\t")[:4] for line in f if line.strip())]
+        rows = [
+            Row(s, b, fi, int(i)) for s, b, fi, i in (line.rstrip("\n").split("\t")[:4] for line in f if line.strip())
+        ]
     return sorted(rows, key=lambda r: (r.celeba_id, r.file))
 
 
@@ -91,8 +94,9 @@ class BlobReader:
     def __init__(self, git_dir: Path) -> None:
         if not (Path(git_dir) / "objects").is_dir():
             raise FileNotFoundError(f"{git_dir} is not a git directory (no objects/); pass the path fetch printed")
-        self.proc = subprocess.Popen(["git", f"--git-dir={git_dir}", "cat-file", "--batch"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["git", f"--git-dir={git_dir}", "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
 
     def read(self, blob: str) -> bytes | None:
         """The blob's bytes, or ``None`` when the repository does not hold it."""
@@ -127,8 +131,9 @@ def shared_files(base_src: Path) -> set[str]:
     return {f"{p.parent.name}/{p.stem}" for p in Path(base_src).glob("celeba_*/*") if p.is_file()}
 
 
-def build_crops(rows: list[Row], git_dirs: dict[str, Path], out: Path, landmarks: Path,
-                already: set[str], shard: tuple[int, int]) -> Counter:
+def build_crops(
+    rows: list[Row], git_dirs: dict[str, Path], out: Path, landmarks: Path, already: set[str], shard: tuple[int, int]
+) -> Counter:
     """Stage 1 for this shard's identities; returns counts of what it did in this call."""
     from models.aligner import FivePointAligner
     from models.detector import MTCNNDetector
@@ -141,8 +146,10 @@ def build_crops(rows: list[Row], git_dirs: dict[str, Path], out: Path, landmarks
     todo = [r for r in mine if r.file not in done and f"{celeba_folder(r.celeba_id)}/{r.stem}" not in already]
     missing_git = sorted({r.source for r in todo} - git_dirs.keys())
     if missing_git:
-        raise SystemExit(f"the manifest's rows need --git for {missing_git}; fetch those repositories and "
-                         "pass --git SOURCE=DIR for each")
+        raise SystemExit(
+            f"the manifest's rows need --git for {missing_git}; fetch those repositories and "
+            "pass --git SOURCE=DIR for each"
+        )
     counts = Counter(skipped_done=len(mine) - len(todo))
     if not todo:
         return counts
@@ -219,8 +226,8 @@ def embed_crops(paths: list[Path], weights: Path, cache: Path) -> np.ndarray:
     out = np.zeros((len(paths), embedder.dim), np.float32)
     batch = 256
     for start in tqdm(range(0, len(paths), batch), desc="embed", unit="batch"):
-        crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths[start:start + batch]]
-        out[start:start + len(crops)] = embedder.embed(crops)
+        crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths[start : start + batch]]
+        out[start : start + len(crops)] = embedder.embed(crops)
     np.save(cache_file, out)
     return out
 
@@ -239,8 +246,9 @@ def _link_tree(target: Path, members: dict[str, list[Path]]) -> None:
             os.symlink(f.resolve(), link)
 
 
-def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Path,
-             min_agreement: float, duplicate_cosine: float) -> dict:
+def finalise(
+    rows: list[Row], out: Path, base: Path, base_src: Path, weights: Path, min_agreement: float, duplicate_cosine: float
+) -> dict:
     """Stage 2: checks, merges, the held-out split and the ``train/`` and ``heldout/`` trees."""
     records = _records(out)
     shared_ids = shared_celeba_ids(base_src)
@@ -248,8 +256,10 @@ def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Pa
     expected = [r for r in rows if f"{celeba_folder(r.celeba_id)}/{r.stem}" not in already]
     missing = [r.file for r in expected if r.file not in records]
     if missing:
-        raise SystemExit(f"{len(missing)} photos have no crop record yet (e.g. {missing[:3]}); run the crop "
-                         "stage for every shard first")
+        raise SystemExit(
+            f"{len(missing)} photos have no crop record yet (e.g. {missing[:3]}); run the crop "
+            "stage for every shard first"
+        )
     status = Counter(records[r.file]["status"] for r in expected)
     faces = Counter(min(records[r.file].get("faces", 0), 3) for r in expected)
     ok = [r for r in expected if records[r.file]["status"] == "ok"]
@@ -277,7 +287,7 @@ def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Pa
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     pairs = []
     for start in range(0, len(ids), 1024):
-        sim = means[start:start + 1024] @ means.T
+        sim = means[start : start + 1024] @ means.T
         for a, b in zip(*np.nonzero(sim > duplicate_cosine)):
             if start + a < b:
                 pairs.append((start + int(a), int(b)))
@@ -287,8 +297,9 @@ def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Pa
         groups[r].append(ids[k])
 
     # 3. The held-out split, and the folder each identity goes to.
-    train: dict[str, list[Path]] = {p.name: sorted(f for f in p.iterdir() if f.is_file())
-                                    for p in sorted(Path(base).iterdir()) if p.is_dir()}
+    train: dict[str, list[Path]] = {
+        p.name: sorted(f for f in p.iterdir() if f.is_file()) for p in sorted(Path(base).iterdir()) if p.is_dir()
+    }
     heldout: dict[str, list[Path]] = {}
     merged_groups, heldout_excluded = [], []
     for members in groups.values():
@@ -315,23 +326,41 @@ def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Pa
     counts = np.array(sorted(len(f) for f in heldout.values()) or [0])
     train_counts = np.array([len(f) for f in train.values()])
     report = {
-        "manifest_photos": len(rows), "already_in_shared_set": len(rows) - len(expected),
+        "manifest_photos": len(rows),
+        "already_in_shared_set": len(rows) - len(expected),
         "photos_read": len(expected) - status.get("missing_blob", 0),
-        "status": dict(status), "faces_found": {("3+" if k == 3 else str(k)): v for k, v in sorted(faces.items())},
+        "status": dict(status),
+        "faces_found": {("3+" if k == 3 else str(k)): v for k, v in sorted(faces.items())},
         "several_faces_chose": "the face nearest the photo's centre",
-        "checked_by": str(weights.name), "min_agreement": min_agreement,
-        "dropped_disagreeing": len(dropped_disagree), "dropped_disagreeing_files": dropped_disagree,
+        "checked_by": str(weights.name),
+        "min_agreement": min_agreement,
+        "dropped_disagreeing": len(dropped_disagree),
+        "dropped_disagreeing_files": dropped_disagree,
         "identities_too_small_to_check": sum(len(v) < 3 for v in by_id.values()),
-        "duplicate_cosine": duplicate_cosine, "merged_groups": merged_groups,
+        "duplicate_cosine": duplicate_cosine,
+        "merged_groups": merged_groups,
         "identities_merged_away": sum(len(g) - 1 for g in merged_groups),
         "heldout_excluded_shared": heldout_excluded,
-        "train": {"identities": len(train), "images": int(train_counts.sum()),
-                  "celeba_identities": len(celeba_train), "celeba_images": sum(celeba_train.values()),
-                  "images_per_identity": {"min": int(train_counts.min()), "median": float(np.median(train_counts)),
-                                          "max": int(train_counts.max())}},
-        "heldout": {"identities": len(heldout), "images": int(counts.sum()),
-                    "images_per_identity": {"min": int(counts.min()), "median": float(np.median(counts)),
-                                            "max": int(counts.max())}},
+        "train": {
+            "identities": len(train),
+            "images": int(train_counts.sum()),
+            "celeba_identities": len(celeba_train),
+            "celeba_images": sum(celeba_train.values()),
+            "images_per_identity": {
+                "min": int(train_counts.min()),
+                "median": float(np.median(train_counts)),
+                "max": int(train_counts.max()),
+            },
+        },
+        "heldout": {
+            "identities": len(heldout),
+            "images": int(counts.sum()),
+            "images_per_identity": {
+                "min": int(counts.min()),
+                "median": float(np.median(counts)),
+                "max": int(counts.max()),
+            },
+        },
     }
     (out / "build.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -339,14 +368,27 @@ def finalise(rows: list[Row], out: Path, base: Path, base_src: Path, weights: Pa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--git", action="append", default=[], metavar="SOURCE=DIR",
-                        help="a fetched repository's git directory for a manifest source (repeat for each)")
-    parser.add_argument("--base", type=Path, required=True,
-                        help="the shared set's training crops (training.realign's --out), merged into train/")
+    parser.add_argument(
+        "--git",
+        action="append",
+        default=[],
+        metavar="SOURCE=DIR",
+        help="a fetched repository's git directory for a manifest source (repeat for each)",
+    )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="the shared set's training crops (training.realign's --out), merged into train/",
+    )
     parser.add_argument("--out", type=Path, default=Path("~/.cache/facerec/celeba"))
     parser.add_argument("--manifest", type=Path, default=None, help="default: <FACEREC_DATA>/celeba/manifest.tsv.gz")
-    parser.add_argument("--shared", type=Path, default=None,
-                        help="the shared training set, for its celeba_<id> people (default <FACEREC_DATA>/recognition/train)")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=None,
+        help="the shared training set, for its celeba_<id> people (default <FACEREC_DATA>/recognition/train)",
+    )
     parser.add_argument("--landmarks", type=Path, default=DEFAULT_LANDMARK_WEIGHTS)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="embedder for the checks")
     parser.add_argument("--min-agreement", type=float, default=0.2)
@@ -378,8 +420,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("shard %s done; run once more without --shard to check, merge and write train/", args.shard)
         return
     report = finalise(rows, out, base, base_src, args.weights, args.min_agreement, args.duplicate_cosine)
-    summary = {k: v for k, v in report.items() if not k.endswith("_files") and k not in ("merged_groups",
-                                                                                          "heldout_excluded_shared")}
+    summary = {
+        k: v
+        for k, v in report.items()
+        if not k.endswith("_files") and k not in ("merged_groups", "heldout_excluded_shared")
+    }
     print(json.dumps(summary, indent=2))
 
 

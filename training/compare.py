@@ -6,6 +6,7 @@
 Each loss is trained (``runs/cmp_<loss>``; an existing finished run is reused), exported, evaluated on
 LFW through the full pipeline, and the table and a combined TPR-vs-FPR figure are written to ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,17 @@ LOSS_NAMES = {"sphereface": "combined", "subcenter_arcface": "arcface"}
 def run_one(base: str | None, sets: list[str], loss: str, out: Path, fraction: float = 1.0) -> dict:
     """Train (or reuse), export and evaluate one loss; ``fraction`` < 1 keeps that share of identities."""
     kwargs = json.dumps(LOSS_KWARGS[loss])
-    cfg = load_config(base, sets + [f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}",
-                                    f"identity_fraction={fraction}"])
+    cfg = load_config(
+        base, sets + [f"loss={LOSS_NAMES.get(loss, loss)}", f"loss_kwargs={kwargs}", f"identity_fraction={fraction}"]
+    )
     name = f"cmp_{loss}" if fraction == 1.0 else f"cmp_{loss}_ids{round(100 * fraction)}"
     if cfg.seed:  # another seed is another run (seed 0 keeps the names the reports already use)
         name += f"_s{cfg.seed}"
     cfg = dataclasses.replace(cfg, name=name)
     run = cfg.run_dir()
-    done = (run / "checkpoint.pt").exists() and torch.load(run / "checkpoint.pt", weights_only=False)["step"] >= cfg.steps
+    done = (run / "checkpoint.pt").exists() and torch.load(run / "checkpoint.pt", weights_only=False)[
+        "step"
+    ] >= cfg.steps
     if not done:
         train(cfg, resume=(run / "checkpoint.pt").exists())
     weights = export(run, run / "export" / f"{name}.pt", flip_tta=False)
@@ -60,19 +64,25 @@ def run_one(base: str | None, sets: list[str], loss: str, out: Path, fraction: f
 
 
 def write_table(out: Path, results: dict[str, dict], command: str) -> None:
-    lines = ["| loss | TPR@1e-1 | TPR@1e-2 | TPR@1e-3 | TPR@1e-4 | DIR@1e-1 | DIR@1e-2 | LFW acc | "
-             "held-out cls acc | train time |", "|---" * 10 + "|"]
+    lines = [
+        "| loss | TPR@1e-1 | TPR@1e-2 | TPR@1e-3 | TPR@1e-4 | DIR@1e-1 | DIR@1e-2 | LFW acc | "
+        "held-out cls acc | train time |",
+        "|---" * 10 + "|",
+    ]
     for loss, r in results.items():
         tpr = [f"{p['tpr']:.4f}" for p in r["idrate"]]
         dirs = [f"{p['tpr']:.4f}" for p in r["dir_at_fpir"]]
         acc = r["lfw_accuracy"]
         t = r["training"]
-        lines.append(f"| {loss} | " + " | ".join(tpr + dirs) + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"
-                     f" | {r['holdout_accuracy'] if r['holdout_accuracy'] is None else round(r['holdout_accuracy'], 4)}"
-                     f" | {t['wall_clock_s'] / 60:.0f} min |")
+        lines.append(
+            f"| {loss} | " + " | ".join(tpr + dirs) + f" | {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f}"
+            f" | {r['holdout_accuracy'] if r['holdout_accuracy'] is None else round(r['holdout_accuracy'], 4)}"
+            f" | {t['wall_clock_s'] / 60:.0f} min |"
+        )
     (out / "table.md").write_text(f"Command: `{command}`\n\n" + "\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(
-        {k: {kk: vv for kk, vv in v.items() if kk != "roc"} for k, v in results.items()}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "roc"} for k, v in results.items()}, indent=2)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="base TrainConfig YAML shared by every loss")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--losses", nargs="+", default=["softmax", "arcface", "cosface"], choices=sorted(LOSS_KWARGS))
-    parser.add_argument("--identity-fractions", type=float, nargs="+", default=None,
-                        help="learning curve: train the (single) loss on these shares of the identities, same steps")
+    parser.add_argument(
+        "--identity-fractions",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning curve: train the (single) loss on these shares of the identities, same steps",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/losses"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -90,8 +105,10 @@ def main(argv: list[str] | None = None) -> None:
         if len(args.losses) != 1:
             parser.error("a learning curve takes exactly one --losses entry")
         loss = args.losses[0]
-        results = {f"{loss} {round(100 * f)}% ids": run_one(args.config, args.set, loss, args.out, f)
-                   for f in args.identity_fractions}
+        results = {
+            f"{loss} {round(100 * f)}% ids": run_one(args.config, args.set, loss, args.out, f)
+            for f in args.identity_fractions
+        }
     else:
         results = {loss: run_one(args.config, args.set, loss, args.out) for loss in args.losses}
     plots.roc_plots(args.out, {loss: r["roc"] for loss, r in results.items()})

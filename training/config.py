@@ -1,4 +1,5 @@
 """Typed training configuration: defaults < YAML file < ``--set key=value`` overrides."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """Training data: aligned identity folders, preloaded once, sampled with identity balancing and
 augmented on whole batches (cheap on CPU, and identical on GPU)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,10 @@ def list_identity_folders(root: Path, fraction: float = 1.0, seed: int = 0) -> l
     """Identity folders under ``root``, sorted; ``fraction < 1`` keeps a seeded random subset."""
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"no identity folders in {root}; set FACEREC_DATA to the shared data root, or "
-                                "make a re-aligned data_dir first with python -m training.realign (its config says how)")
+        raise FileNotFoundError(
+            f"no identity folders in {root}; set FACEREC_DATA to the shared data root, or "
+            "make a re-aligned data_dir first with python -m training.realign (its config says how)"
+        )
     if fraction < 1.0:
         rng = np.random.default_rng(seed)
         keep = rng.choice(len(folders), size=max(2, round(fraction * len(folders))), replace=False)
@@ -56,8 +59,9 @@ def _read_resized(path: Path, size: int) -> np.ndarray:
 
 def face_files(folders: list[Path]) -> list[tuple[int, Path]]:
     """(label, path) of every image under the identity folders, in training order (folder, then name)."""
-    return [(label, f) for label, d in enumerate(folders) for f in sorted(d.iterdir())
-            if f.suffix.lower() in IMAGE_SUFFIXES]
+    return [
+        (label, f) for label, d in enumerate(folders) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
 
 
 def load_face_folder(folders: list[Path], size: int, cache_dir: Path | None) -> FaceFolder:
@@ -126,8 +130,9 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     flip = torch.where(r(n) < cfg.flip, -1.0, 1.0)
     shift = (r(n, 2) * 2 - 1) * cfg.max_shift * 2  # grid units span [-1, 1]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -7,6 +7,7 @@ Reads the raw LFW embeddings that ``training.evaluate`` (and ``training.compare`
 cache (``~/.cache/facerec/embeddings``); models without cached embeddings are skipped with a warning
 (evaluate them first). Writes ``reports/embeddings/embeddings.md`` and its figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,12 @@ from training.evaluate import DEFAULT_CACHE, load_embeddings
 log = logging.getLogger("training.embedding_study")
 #: (label, embeddings cache file name): the equal-budget loss runs (flip off) and the shipped model.
 MODELS = {
-    "softmax": "lfw_cmp_softmax-*_flip0.npz", "ArcFace": "lfw_cmp_arcface-*_flip0.npz",
-    "CosFace": "lfw_cmp_cosface-*_flip0.npz", "SphereFace": "lfw_cmp_sphereface-*_flip0.npz",
-    "ElasticFace-Arc": "lfw_cmp_elasticarc-*_flip0.npz", "sub-center ArcFace": "lfw_cmp_subcenter_arcface-*_flip0.npz",
+    "softmax": "lfw_cmp_softmax-*_flip0.npz",
+    "ArcFace": "lfw_cmp_arcface-*_flip0.npz",
+    "CosFace": "lfw_cmp_cosface-*_flip0.npz",
+    "SphereFace": "lfw_cmp_sphereface-*_flip0.npz",
+    "ElasticFace-Arc": "lfw_cmp_elasticarc-*_flip0.npz",
+    "sub-center ArcFace": "lfw_cmp_subcenter_arcface-*_flip0.npz",
     "triplet": "lfw_cmp_triplet-*_flip0.npz",
 }
 
@@ -53,8 +57,11 @@ def find(cache: Path, pattern: str) -> Path | None:
 def distributions(out: Path, per_model: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
     n = len(per_model)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), sharey=True)
-    rows = ["| loss | same-person mean ± std | different-person mean ± std | d′ (separation) | "
-            "LFW pairs accuracy at best threshold |", "|---|---|---|---|---|"]
+    rows = [
+        "| loss | same-person mean ± std | different-person mean ± std | d′ (separation) | "
+        "LFW pairs accuracy at best threshold |",
+        "|---|---|---|---|---|",
+    ]
     for ax, (name, (scores, same)) in zip(np.atleast_1d(axes), per_model.items()):
         pos, neg = scores[same], scores[~same]
         ax.hist(neg, bins=60, range=(-0.5, 1), alpha=0.6, density=True, label="different")
@@ -63,8 +70,10 @@ def distributions(out: Path, per_model: dict[str, tuple[np.ndarray, np.ndarray]]
         ax.set_xlabel("cosine similarity")
         d_prime = (pos.mean() - neg.mean()) / np.sqrt(0.5 * (pos.var() + neg.var()))
         t = metrics.best_threshold(scores, same)
-        rows.append(f"| {name} | {pos.mean():.3f} ± {pos.std():.3f} | {neg.mean():.3f} ± {neg.std():.3f} | "
-                    f"{d_prime:.2f} | {100 * np.mean((scores > t) == same):.2f}% |")
+        rows.append(
+            f"| {name} | {pos.mean():.3f} ± {pos.std():.3f} | {neg.mean():.3f} ± {neg.std():.3f} | "
+            f"{d_prime:.2f} | {100 * np.mean((scores > t) == same):.2f}% |"
+        )
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "similarity_per_loss.png", dpi=110)
@@ -83,8 +92,10 @@ def norms_section(out: Path, raw: dict[str, np.ndarray], pairs: list[lfw.Pair], 
     rows = ["| pair's smaller norm (quartile) | pairs | accuracy | same-person mean similarity |", "|---|---|---|---|"]
     for q in range(4):
         sel = ok & (low >= edges[q]) & (low <= edges[q + 1])
-        rows.append(f"| Q{q + 1}: {edges[q]:.1f}–{edges[q + 1]:.1f} | {sel.sum()} | "
-                    f"{100 * np.mean((scores[sel] > t) == same[sel]):.1f}% | {scores[sel & same].mean():.3f} |")
+        rows.append(
+            f"| Q{q + 1}: {edges[q]:.1f}–{edges[q + 1]:.1f} | {sel.sum()} | "
+            f"{100 * np.mean((scores[sel] > t) == same[sel]):.1f}% | {scores[sel & same].mean():.3f} |"
+        )
     names = sorted(norm, key=norm.get)
     fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
     for ax, name in zip(axes[0], names[:8]):
@@ -108,12 +119,16 @@ def norms_section(out: Path, raw: dict[str, np.ndarray], pairs: list[lfw.Pair], 
     return rows
 
 
-def tsne_map(out: Path, emb: dict[str, np.ndarray], people: dict[str, list[str]], n_people: int = 30,
-             per_person: int = 15) -> None:
+def tsne_map(
+    out: Path, emb: dict[str, np.ndarray], people: dict[str, list[str]], n_people: int = 30, per_person: int = 15
+) -> None:
     from sklearn.manifold import TSNE
 
-    chosen = [p for p, imgs in sorted(people.items(), key=lambda kv: -len(kv[1]))
-              if sum(np.isfinite(emb[i]).all() for i in imgs) >= per_person][:n_people]
+    chosen = [
+        p
+        for p, imgs in sorted(people.items(), key=lambda kv: -len(kv[1]))
+        if sum(np.isfinite(emb[i]).all() for i in imgs) >= per_person
+    ][:n_people]
     names, labels = [], []
     for k, person in enumerate(chosen):
         imgs = [i for i in people[person] if np.isfinite(emb[i]).all()][:per_person]
@@ -135,8 +150,9 @@ def tsne_map(out: Path, emb: dict[str, np.ndarray], people: dict[str, list[str]]
     plt.close(fig)
 
 
-def worst_errors(out: Path, scores: np.ndarray, same: np.ndarray, pairs: list[lfw.Pair], images: Path,
-                 k: int = 6) -> None:
+def worst_errors(
+    out: Path, scores: np.ndarray, same: np.ndarray, pairs: list[lfw.Pair], images: Path, k: int = 6
+) -> None:
     false_matches = [i for i in np.argsort(-scores) if not same[i]][:k]
     misses = [i for i in np.argsort(scores) if same[i]][:k]
     fig, axes = plt.subplots(2, 2 * k, figsize=(2 * k * 1.3, 3.4))
@@ -148,8 +164,10 @@ def worst_errors(out: Path, scores: np.ndarray, same: np.ndarray, pairs: list[lf
                 ax.axis("off")
                 if side == 0:
                     ax.set_title(f"{scores[i]:.2f}", fontsize=8, loc="left")
-    fig.suptitle("top: worst false matches (different people, highest similarity); "
-                 "bottom: worst misses (same person, lowest)", fontsize=9)
+    fig.suptitle(
+        "top: worst false matches (different people, highest similarity); bottom: worst misses (same person, lowest)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out / "worst_errors.png", dpi=100)
     plt.close(fig)
@@ -184,23 +202,43 @@ def main(argv: list[str] | None = None) -> None:
     scores, same = lfw.pair_scores(shipped, pairs)
     worst_errors(args.out, scores, same, pairs, root / "images")
     (args.out / "models.json").write_text(json.dumps(used, indent=2))
-    text = ["# What the embeddings look like", "",
-            "Regenerate: `python -m training.embedding_study --out reports/embeddings` (after `training.compare` and "
-            "`training.evaluate` have cached each model's raw LFW embeddings). All figures use LFW's official "
-            "6,000 `pairs.txt` pairs through the full pipeline (MTCNN → 5-point alignment → embedder).", "",
-            "## Same-person vs different-person similarity, per loss", "",
-            "Equal-budget models of `reports/losses.md` (1,500 steps, flip TTA off). d′ = (μ_same − μ_diff) / "
-            "√(½(σ²_same + σ²_diff)): how far apart the two distributions sit in units of their spread.", "",
-            *dist_rows, "", "![similarity per loss](similarity_per_loss.png)", "",
-            "## Embedding norm as an image-quality signal (shipped model)", "",
-            "Embeddings are compared as unit vectors, but the network's raw output norm carries information "
-            "(MagFace and AdaFace make it explicit). Pairs are grouped by the smaller raw norm of their two "
-            "embeddings; accuracy uses one threshold (best over all pairs).", "", *norm_rows, "",
-            "![norm histogram](norm_hist.png)", "",
-            "![lowest and highest norms](norm_extremes.png) (LFW photos: local only, never committed)", "",
-            "## A 2-D map of 30 identities (t-SNE, cosine)", "", "![t-SNE](tsne.png)", "",
-            "## Where the errors are (shipped model)", "",
-            "![worst errors](worst_errors.png) (LFW photos: local only, never committed)", ""]
+    text = [
+        "# What the embeddings look like",
+        "",
+        "Regenerate: `python -m training.embedding_study --out reports/embeddings` (after `training.compare` and "
+        "`training.evaluate` have cached each model's raw LFW embeddings). All figures use LFW's official "
+        "6,000 `pairs.txt` pairs through the full pipeline (MTCNN → 5-point alignment → embedder).",
+        "",
+        "## Same-person vs different-person similarity, per loss",
+        "",
+        "Equal-budget models of `reports/losses.md` (1,500 steps, flip TTA off). d′ = (μ_same − μ_diff) / "
+        "√(½(σ²_same + σ²_diff)): how far apart the two distributions sit in units of their spread.",
+        "",
+        *dist_rows,
+        "",
+        "![similarity per loss](similarity_per_loss.png)",
+        "",
+        "## Embedding norm as an image-quality signal (shipped model)",
+        "",
+        "Embeddings are compared as unit vectors, but the network's raw output norm carries information "
+        "(MagFace and AdaFace make it explicit). Pairs are grouped by the smaller raw norm of their two "
+        "embeddings; accuracy uses one threshold (best over all pairs).",
+        "",
+        *norm_rows,
+        "",
+        "![norm histogram](norm_hist.png)",
+        "",
+        "![lowest and highest norms](norm_extremes.png) (LFW photos: local only, never committed)",
+        "",
+        "## A 2-D map of 30 identities (t-SNE, cosine)",
+        "",
+        "![t-SNE](tsne.png)",
+        "",
+        "## Where the errors are (shipped model)",
+        "",
+        "![worst errors](worst_errors.png) (LFW photos: local only, never committed)",
+        "",
+    ]
     (args.out / "embeddings.md").write_text("\n".join(text))
     log.info("wrote %s", args.out / "embeddings.md")
 

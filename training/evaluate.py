@@ -6,6 +6,7 @@
 Writes ``metrics.json``, ``report.md`` and PNG plots. Detections are cached in ``--cache-dir``
 (default ``~/.cache/facerec``), so later runs only embed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def split_open_set(people: dict[str, list[str]]):
     return gallery, mated, non_mated
 
 
-def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pairs: list[lfw.Pair],
-                    score=metrics.cosine_matrix) -> dict:
+def compute_metrics(
+    emb: dict[str, np.ndarray], people: dict[str, list[str]], pairs: list[lfw.Pair], score=metrics.cosine_matrix
+) -> dict:
     """Every figure of the report from the per-image embeddings (NaN rows = no face found).
 
     ``score`` maps two stacks of embeddings to their score matrix: cosine unless told (the evaluation
@@ -61,16 +63,22 @@ def compute_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], pa
     idr = metrics.tpr_at_fpr(positives, negatives, FPRS)
     calib = {f"{f:g}": metrics.threshold_at_fpr(negatives, f) for f in CALIBRATION_FPRS}
     scores = np.array([float(score(emb[p.a][None], emb[p.b][None])[0, 0]) for p in pairs])
-    mean, std, folds = metrics.kfold_accuracy(scores, np.array([p.same for p in pairs]),
-                                              np.array([p.fold for p in pairs]))
+    mean, std, folds = metrics.kfold_accuracy(
+        scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs])
+    )
     gallery, mated, non_mated = split_open_set(people)
-    dirs = metrics.dir_at_fpir(stack(gallery), person(gallery), stack(mated), person(mated),
-                               stack(non_mated), FPIRS, score)
+    dirs = metrics.dir_at_fpir(
+        stack(gallery), person(gallery), stack(mated), person(mated), stack(non_mated), FPIRS, score
+    )
     missed = [n for n, v in emb.items() if np.isnan(v).any()]
     return {
         "idrate": [vars(p) for p in idr],
-        "idrate_counts": {"query": len(query), "distractors": len(distractors),
-                          "positives": int(len(positives)), "negatives": int(len(negatives))},
+        "idrate_counts": {
+            "query": len(query),
+            "distractors": len(distractors),
+            "positives": int(len(positives)),
+            "negatives": int(len(negatives)),
+        },
         "thresholds": calib,
         "lfw_accuracy": {"mean": mean, "std": std, "folds": folds},
         "dir_at_fpir": [vars(p) for p in dirs],
@@ -85,36 +93,61 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     out.mkdir(parents=True, exist_ok=True)
     positives, negatives = result.pop("_curves")
     plots.roc_plots(out, {card["name"]: roc})
-    plots.similarity_histogram(out / "similarity_hist.png", positives, negatives,
-                               title=f"{card['name']}: LFW ID-rate pairs")
+    plots.similarity_histogram(
+        out / "similarity_hist.png", positives, negatives, title=f"{card['name']}: LFW ID-rate pairs"
+    )
     result["model"] = {"name": card["name"], "version": card["version"]}
     result["eval_seconds"] = seconds
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     sc = result.get("scoring", {"method": "cosine"})
-    scored = ("cosine similarity" if sc["method"] == "cosine" else
-              f"cosine normalised by the top-{sc['top_k']} mean cosine to a cohort of {sc['cohort_size']} "
-              "training-identity centres (models/scoring.py)")
-    lines = [f"# LFW evaluation: {card['name']}", "",
-             f"Model version `{card['version']}` (flip TTA {'on' if card.get('flip_tta') else 'off'}); full pipeline on the LFW photos (MTCNN detect -> "
-             f"similarity alignment onto the 112x112 template from {card.get('alignment', 'MTCNN five points')} -> embed). "
-             f"Scores: {scored}. Evaluated in {seconds:.0f} s.", "",
-             "## ID rate (seed protocol, exhaustive)", "",
-             f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
-             f"{result['idrate_counts']['positives']:,} positive and {result['idrate_counts']['negatives']:,} negative pairs.", "",
-             "| FPR | threshold | TPR |", "|---|---|---|"]
+    scored = (
+        "cosine similarity"
+        if sc["method"] == "cosine"
+        else f"cosine normalised by the top-{sc['top_k']} mean cosine to a cohort of {sc['cohort_size']} "
+        "training-identity centres (models/scoring.py)"
+    )
+    lines = [
+        f"# LFW evaluation: {card['name']}",
+        "",
+        f"Model version `{card['version']}` (flip TTA {'on' if card.get('flip_tta') else 'off'}); full pipeline on the LFW photos (MTCNN detect -> "
+        f"similarity alignment onto the 112x112 template from {card.get('alignment', 'MTCNN five points')} -> embed). "
+        f"Scores: {scored}. Evaluated in {seconds:.0f} s.",
+        "",
+        "## ID rate (seed protocol, exhaustive)",
+        "",
+        f"{result['idrate_counts']['query']} query photos, {result['idrate_counts']['distractors']} distractors: "
+        f"{result['idrate_counts']['positives']:,} positive and {result['idrate_counts']['negatives']:,} negative pairs.",
+        "",
+        "| FPR | threshold | TPR |",
+        "|---|---|---|",
+    ]
     lines += [f"| {p['fpr']:g} | {p['threshold']:.4f} | {p['tpr']:.4f} |" for p in result["idrate"]]
     acc = result["lfw_accuracy"]
-    lines += ["", "## LFW 10-fold accuracy (pairs.txt)", "",
-              f"**{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f}%** (folds: "
-              + ", ".join(f"{100 * a:.1f}" for a in acc["folds"]) + ")", "",
-              "## Open-set identification", "",
-              f"Gallery {result['open_set_counts']['gallery']}, mated probes {result['open_set_counts']['mated']}, "
-              f"non-mated probes {result['open_set_counts']['non_mated']}.", "",
-              "| FPIR | threshold | DIR |", "|---|---|---|"]
+    lines += [
+        "",
+        "## LFW 10-fold accuracy (pairs.txt)",
+        "",
+        f"**{100 * acc['mean']:.2f}% ± {100 * acc['std']:.2f}%** (folds: "
+        + ", ".join(f"{100 * a:.1f}" for a in acc["folds"])
+        + ")",
+        "",
+        "## Open-set identification",
+        "",
+        f"Gallery {result['open_set_counts']['gallery']}, mated probes {result['open_set_counts']['mated']}, "
+        f"non-mated probes {result['open_set_counts']['non_mated']}.",
+        "",
+        "| FPIR | threshold | DIR |",
+        "|---|---|---|",
+    ]
     lines += [f"| {p['fpr']:g} | {p['threshold']:.4f} | {p['tpr']:.4f} |" for p in result["dir_at_fpir"]]
     nf = result["no_face"]
-    lines += ["", f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses).", "",
-              "![ROC](roc.png) ![TPR vs FPR](tpr_fpr.png) ![similarities](similarity_hist.png)", ""]
+    lines += [
+        "",
+        f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses).",
+        "",
+        "![ROC](roc.png) ![TPR vs FPR](tpr_fpr.png) ![similarities](similarity_hist.png)",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -128,16 +161,22 @@ def update_card(card_path: Path, result: dict, heldout: dict) -> None:
     card["thresholds"] = heldout["thresholds"]
     card["calibration"] = {
         "set": "held-out CelebA people (training.splits), never trained on; crops made as the training crops",
-        "identities": heldout["idrate_counts"]["identities"], "negatives": heldout["idrate_counts"]["negatives"],
+        "identities": heldout["idrate_counts"]["identities"],
+        "negatives": heldout["idrate_counts"]["negatives"],
         "protocol": "ID-rate negatives (training/heldout.py); the threshold at FPR f is the N-th largest negative "
-                    "score, N = round(f * negatives)",
+        "score, N = round(f * negatives)",
         "check_on_lfw": fpr_check(heldout["thresholds"], result["_curves"][1]),
     }
-    card["metrics_heldout"] = {"idrate": heldout["idrate"], "dir_at_fpir": heldout["dir_at_fpir"],
-                               "counts": heldout["idrate_counts"], "open_set_counts": heldout["open_set_counts"]}
+    card["metrics_heldout"] = {
+        "idrate": heldout["idrate"],
+        "dir_at_fpir": heldout["dir_at_fpir"],
+        "counts": heldout["idrate_counts"],
+        "open_set_counts": heldout["open_set_counts"],
+    }
     card["metrics"] = {
         "lfw_10fold_accuracy": {"mean": result["lfw_accuracy"]["mean"], "std": result["lfw_accuracy"]["std"]},
-        "idrate": result["idrate"], "dir_at_fpir": result["dir_at_fpir"],
+        "idrate": result["idrate"],
+        "dir_at_fpir": result["dir_at_fpir"],
         "no_face": {"count": result["no_face"]["count"], "of": result["no_face"]["of"]},
         "protocol": "LFW photos, full pipeline; see training/evaluate.py",
     }
@@ -187,9 +226,17 @@ def load_embeddings(path: Path) -> dict[str, np.ndarray]:
         return dict(zip(z["names"].tolist(), z["vectors"].astype(np.float32)))
 
 
-def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir: Path | None = DEFAULT_CACHE,
-                   device: str = "cpu", flip_tta: str = "card", landmark_weights: Path | None = None,
-                   alignment: str = "auto", scoring: str = "card") -> dict:
+def run_evaluation(
+    weights: Path,
+    out: Path,
+    data: Path | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    device: str = "cpu",
+    flip_tta: str = "card",
+    landmark_weights: Path | None = None,
+    alignment: str = "auto",
+    scoring: str = "card",
+) -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
 
     Faces are scored as the service scores them (the card's ``scoring``), unless ``scoring="cosine"``.
@@ -212,11 +259,16 @@ def run_evaluation(weights: Path, out: Path, data: Path | None = None, cache_dir
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"), score)
     result["scoring"] = {"method": "cosine"} if scoring == "cosine" else pipeline.embedder.card.scoring
     roc = metrics.roc_curve(*result["_curves"])
-    how = ("detector box cropped square, no alignment" if alignment == "box" else
-           f"five points from our 68-point network `{pipeline.landmarker.version}`" if pipeline.landmarker else
-           "MTCNN's five points")
-    card = dict(pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta, version=pipeline.version,
-                alignment=how)
+    how = (
+        "detector box cropped square, no alignment"
+        if alignment == "box"
+        else f"five points from our 68-point network `{pipeline.landmarker.version}`"
+        if pipeline.landmarker
+        else "MTCNN's five points"
+    )
+    card = dict(
+        pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta, version=pipeline.version, alignment=how
+    )
     curves = result["_curves"]
     write_report(out, result, card, time.perf_counter() - t0, roc)
     result["_curves"] = curves
@@ -232,36 +284,75 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--update-card", action="store_true", help="write metrics and thresholds into the card")
-    parser.add_argument("--flip-tta", choices=["card", "on", "off"], default="card",
-                        help="override the card's flip test-time augmentation")
-    parser.add_argument("--landmarks", type=Path, default=None,
-                        help="align with this 68-point network's weights instead of MTCNN's five points")
-    parser.add_argument("--alignment", choices=["auto", "box"], default="auto",
-                        help="box: no alignment (the detector box, cropped square) -- the ablation baseline")
-    parser.add_argument("--heldout", type=Path, default=Path("~/.cache/facerec/celeba/heldout"),
-                        help="the held-out people the card's thresholds are calibrated on (training.celeba)")
-    parser.add_argument("--scoring", choices=["card", "cosine"], default="card",
-                        help="cosine: plain cosine even when the card scores with cohort normalisation")
+    parser.add_argument(
+        "--flip-tta",
+        choices=["card", "on", "off"],
+        default="card",
+        help="override the card's flip test-time augmentation",
+    )
+    parser.add_argument(
+        "--landmarks",
+        type=Path,
+        default=None,
+        help="align with this 68-point network's weights instead of MTCNN's five points",
+    )
+    parser.add_argument(
+        "--alignment",
+        choices=["auto", "box"],
+        default="auto",
+        help="box: no alignment (the detector box, cropped square) -- the ablation baseline",
+    )
+    parser.add_argument(
+        "--heldout",
+        type=Path,
+        default=Path("~/.cache/facerec/celeba/heldout"),
+        help="the held-out people the card's thresholds are calibrated on (training.celeba)",
+    )
+    parser.add_argument(
+        "--scoring",
+        choices=["card", "cosine"],
+        default="card",
+        help="cosine: plain cosine even when the card scores with cohort normalisation",
+    )
     args = parser.parse_args(argv)
     if args.update_card:
         # The card describes what the service serves: any option that measures something else is refused.
         served = PipelineConfig(weights=args.weights)
         differs = served.differences(pipeline_config(args.weights, args.landmarks))
-        differs += [f"--{k.replace('_', '-')} {v}" for k, v in (("flip_tta", args.flip_tta), ("alignment", args.alignment),
-                                                                 ("scoring", args.scoring)) if v not in ("card", "auto")]
+        differs += [
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in (("flip_tta", args.flip_tta), ("alignment", args.alignment), ("scoring", args.scoring))
+            if v not in ("card", "auto")
+        ]
         if differs:
-            parser.error(f"--update-card writes what the service serves into the card, but {differs} differ from "
-                         "the service's pipeline (models.pipeline.PipelineConfig); drop them, or drop --update-card")
+            parser.error(
+                f"--update-card writes what the service serves into the card, but {differs} differ from "
+                "the service's pipeline (models.pipeline.PipelineConfig); drop them, or drop --update-card"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = run_evaluation(args.weights, args.out, args.data, args.cache_dir, args.device, args.flip_tta,
-                            args.landmarks, args.alignment, args.scoring)
+    result = run_evaluation(
+        args.weights,
+        args.out,
+        args.data,
+        args.cache_dir,
+        args.device,
+        args.flip_tta,
+        args.landmarks,
+        args.alignment,
+        args.scoring,
+    )
     if args.update_card:
         from training.heldout import evaluate_heldout
 
         heldout = evaluate_heldout(Embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
         update_card(args.weights.with_suffix(".json"), result, heldout)
-    log.info("LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s", result["lfw_accuracy"]["mean"],
-             result["lfw_accuracy"]["std"], {p["fpr"]: round(p["tpr"], 4) for p in result["idrate"]}, args.out)
+    log.info(
+        "LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s",
+        result["lfw_accuracy"]["mean"],
+        result["lfw_accuracy"]["std"],
+        {p["fpr"]: round(p["tpr"], 4) for p in result["idrate"]},
+        args.out,
+    )
 
 
 if __name__ == "__main__":

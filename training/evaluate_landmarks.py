@@ -7,6 +7,7 @@ cumulative error curve on HELEN test (330) and YouTube Faces test (770). Both pr
 same MTCNN box per face (what the service gives the aligner); dlib is also run from its own HOG
 detector's box where that finds the face (its home ground). dlib needs the ``peers`` extra.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,16 +91,25 @@ def main(argv: list[str] | None = None) -> None:
         rows = {"ours (MTCNN box)": nme(np.concatenate([ours.predict(im, [b]) for im, b in zip(images, boxes)]), truth)}
         speed = {"ours (MTCNN box)": per_face_ms(ours.predict, images, boxes)}
         if peer is not None:
-            rows[f"{peer.name} (same MTCNN box)"] = nme(np.concatenate(
-                [peer.predict(im, [b]) for im, b in zip(images, boxes)]), truth)
+            rows[f"{peer.name} (same MTCNN box)"] = nme(
+                np.concatenate([peer.predict(im, [b]) for im, b in zip(images, boxes)]), truth
+            )
             speed[f"{peer.name} (same MTCNN box)"] = per_face_ms(peer.predict, images, boxes)
             hog = [peer.hog_box(im, t) for im, t in zip(images, truth)]
             found = [i for i, b in enumerate(hog) if b is not None]
             rows[f"{peer.name} (its own HOG box, {len(found)} of {len(images)} found)"] = nme(
-                np.concatenate([peer.predict(images[i], [hog[i]]) for i in found]), truth[found])
-        results[split] = {k: {"nme_mean": float(v.mean()), "nme_median": float(np.median(v)),
-                              "failure_rate_8": failure_rate(v, 8.0), "faces": len(v), "ms_per_face": speed.get(k)}
-                          for k, v in rows.items()}
+                np.concatenate([peer.predict(images[i], [hog[i]]) for i in found]), truth[found]
+            )
+        results[split] = {
+            k: {
+                "nme_mean": float(v.mean()),
+                "nme_median": float(np.median(v)),
+                "failure_rate_8": failure_rate(v, 8.0),
+                "faces": len(v),
+                "ms_per_face": speed.get(k),
+            }
+            for k, v in rows.items()
+        }
         curves[split] = {k: cumulative_error(v) for k, v in rows.items()}
         log.info("%s: %s", split, {k: round(r["nme_mean"], 3) for k, r in results[split].items()})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -115,15 +125,21 @@ def main(argv: list[str] | None = None) -> None:
     fig.tight_layout()
     fig.savefig(args.out / "ced.png", dpi=110)
     (args.out / "metrics.json").write_text(json.dumps({"model": ours.version, "results": results}, indent=2))
-    lines = [f"# 68-point landmarks: `{ours.version}` against dlib", "",
-             f"`python -m training.evaluate_landmarks --weights {args.weights} --out {args.out}`", "",
-             "| split | predictor | faces | NME mean % | NME median % | failure rate (NME > 8%) | ms / face |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# 68-point landmarks: `{ours.version}` against dlib",
+        "",
+        f"`python -m training.evaluate_landmarks --weights {args.weights} --out {args.out}`",
+        "",
+        "| split | predictor | faces | NME mean % | NME median % | failure rate (NME > 8%) | ms / face |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split, rows in results.items():
         for name, r in rows.items():
             ms = f"{r['ms_per_face']:.1f}" if r["ms_per_face"] is not None else "-"
-            lines.append(f"| {split} | {name} | {r['faces']} | {r['nme_mean']:.2f} | {r['nme_median']:.2f} | "
-                         f"{100 * r['failure_rate_8']:.1f}% | {ms} |")
+            lines.append(
+                f"| {split} | {name} | {r['faces']} | {r['nme_mean']:.2f} | {r['nme_median']:.2f} | "
+                f"{100 * r['failure_rate_8']:.1f}% | {ms} |"
+            )
     lines += ["", "![cumulative error](ced.png)", ""]
     (args.out / "report.md").write_text("\n".join(lines))
 

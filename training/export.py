@@ -9,6 +9,7 @@ card tells inference to score with cohort normalisation (``models.scoring``); wi
 cosine. Metrics and calibrated thresholds (on that score's scale) are added to the card by
 ``training.evaluate --update-card``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +42,13 @@ def training_summary(run: Path) -> dict:
     if not records:
         return {}
     ips = sorted(r["img_per_s"] for r in records)
-    return {"steps": records[-1]["step"], "final_loss": records[-1]["loss"],
-            "final_train_acc": records[-1]["train_acc"], "median_img_per_s": ips[len(ips) // 2],
-            "wall_clock_s": records[-1]["time"] - records[0]["time"]}
+    return {
+        "steps": records[-1]["step"],
+        "final_loss": records[-1]["loss"],
+        "final_train_acc": records[-1]["train_acc"],
+        "median_img_per_s": ips[len(ips) // 2],
+        "wall_clock_s": records[-1]["time"] - records[0]["time"],
+    }
 
 
 def reproduce_config(name: str, run: Path) -> str:
@@ -65,9 +70,14 @@ def export_cohort(head_state: dict, out: Path, top_k: int) -> dict:
     centres = (centres / centres.norm(dim=1, keepdim=True)).numpy().astype(np.float16)
     path = out.with_suffix(".cohort.npy")
     np.save(path, centres)
-    return {"method": "cohort", "top_k": top_k, "cohort_file": path.name,
-            "cohort_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "cohort_size": len(centres),
-            "cohort_source": "class centres of the training head (one per training identity)"}
+    return {
+        "method": "cohort",
+        "top_k": top_k,
+        "cohort_file": path.name,
+        "cohort_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "cohort_size": len(centres),
+        "cohort_source": "class centres of the training head (one per training identity)",
+    }
 
 
 def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
@@ -75,8 +85,10 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
     ``cohort_top_k`` > 0, the cohort the card scores with."""
     cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if cohort_top_k and cfg.loss == "triplet":
-        raise ValueError(f"{run} was trained with triplet loss: its head has no class centres to use as a "
-                         "cohort; export without --cohort-top-k")
+        raise ValueError(
+            f"{run} was trained with triplet loss: its head has no class centres to use as a "
+            "cohort; export without --cohort-top-k"
+        )
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["backbone"].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +99,7 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
     landmarks = realigned_with(cfg.resolved_data_dir())
     reproduce = f"python -m training.train --config {reproduce_config(cfg.name, run)}"
     if landmarks:
-        reproduce = (f"python -m training.realign --landmarks {landmarks} --out {cfg.data_dir} "
-                     f"&& {reproduce}")
+        reproduce = f"python -m training.realign --landmarks {landmarks} --out {cfg.data_dir} && {reproduce}"
     card = {
         "name": cfg.name,
         # Flip TTA changes the vectors, so it is part of the version that enrolled faces are tagged with.
@@ -110,7 +121,7 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
         "parameters": sum(v.numel() for v in weights.values() if v.is_floating_point()),
         "training_data": {
             "source": "FACEREC_DATA/recognition/train (research-use licences: Pinterest celebrity faces, "
-                      "CelebA, University of Essex faces94/grimace); not for commercial use",
+            "CelebA, University of Essex faces94/grimace); not for commercial use",
             "identities": len(classes),
             "identity_fraction": cfg.identity_fraction,
             "realigned_with": landmarks,  # None: the shared crops, aligned from MTCNN's five points
@@ -131,8 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--flip-tta", action="store_true", help="embed image + mirror at inference")
-    parser.add_argument("--cohort-top-k", type=int, default=0,
-                        help="score with cohort normalisation over the K nearest class centres (0: cosine)")
+    parser.add_argument(
+        "--cohort-top-k",
+        type=int,
+        default=0,
+        help="score with cohort normalisation over the K nearest class centres (0: cosine)",
+    )
     args = parser.parse_args(argv)
     if args.cohort_top_k < 0:
         parser.error(f"--cohort-top-k={args.cohort_top_k} must be 0 (cosine) or a positive count")

@@ -18,6 +18,7 @@ template from its annotated 68 points. Two filters, both from ``--weights``' emb
 ``--out`` gets the base set's identity folders as symbolic links plus one ``w300_<face>`` folder per
 kept face; the ``w300_`` names sort after the base set's, so the held-out split is unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,7 +82,9 @@ def select(emb: np.ndarray, lfw_emb: np.ndarray, max_lfw_cosine: float, duplicat
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, required=True, help="embedder for the two filters (evaluated on LFW before)")
+    parser.add_argument(
+        "--weights", type=Path, required=True, help="embedder for the two filters (evaluated on LFW before)"
+    )
     parser.add_argument("--base", type=Path, required=True, help="the usual training identity folders")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-lfw-cosine", type=float, default=0.70)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     lfw_emb = lfw_emb[~np.isnan(lfw_emb).any(1)]
     lfw_emb /= np.linalg.norm(lfw_emb, axis=1, keepdims=True)
     names, crops = aligned_300w(data_root() / "landmarks68" / "300w")
-    emb = np.concatenate([embedder.embed(crops[i:i + 128]) for i in range(0, len(crops), 128)])
+    emb = np.concatenate([embedder.embed(crops[i : i + 128]) for i in range(0, len(crops), 128)])
     keep = select(emb, lfw_emb, args.max_lfw_cosine, args.duplicate_cosine)
     base = sorted(p for p in args.base.expanduser().iterdir() if p.is_dir())
     if any(p.name >= "w300_" for p in base):
@@ -107,10 +110,16 @@ def main(argv: list[str] | None = None) -> None:
     for i in keep:
         folder = out / f"w300_{names[i]}"
         folder.mkdir(exist_ok=True)
-        cv2.imwrite(str(folder / f"{names[i]}.jpg"), cv2.cvtColor(crops[i], cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-    summary = {"faces": len(names), "kept": len(keep), "base_identities": len(base),
-               "max_lfw_cosine": args.max_lfw_cosine, "duplicate_cosine": args.duplicate_cosine}
+        cv2.imwrite(
+            str(folder / f"{names[i]}.jpg"), cv2.cvtColor(crops[i], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
+    summary = {
+        "faces": len(names),
+        "kept": len(keep),
+        "base_identities": len(base),
+        "max_lfw_cosine": args.max_lfw_cosine,
+        "duplicate_cosine": args.duplicate_cosine,
+    }
     (out / "extra_identities.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s", summary)
 

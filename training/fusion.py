@@ -10,6 +10,7 @@ evaluation's figures (LFW 10-fold, TPR@FPR, DIR@FPIR) as JSON; nothing is re-emb
 takes seconds. These answer "would the service gain from running several models, or from normalising
 scores?" before any of it is built into the service.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,12 @@ def head_centres(run: Path) -> np.ndarray:
 
 def summary(result: dict) -> dict:
     """The headline figures of :func:`training.evaluate.compute_metrics`, rounded."""
-    return {"lfw_accuracy": round(100 * result["lfw_accuracy"]["mean"], 2),
-            "lfw_std": round(100 * result["lfw_accuracy"]["std"], 2),
-            "tpr_at_fpr": {f"{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
-            "dir_at_fpir": {f"{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]}}
+    return {
+        "lfw_accuracy": round(100 * result["lfw_accuracy"]["mean"], 2),
+        "lfw_std": round(100 * result["lfw_accuracy"]["std"], 2),
+        "tpr_at_fpr": {f"{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
+        "dir_at_fpir": {f"{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cohort", type=Path, default=None, help="training run whose head centres are the cohort")
     parser.add_argument("--top-k", type=int, default=10, help="cohort faces averaged per face (default 10)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--out", type=Path, default=None, help="also write the summary here (JSON; training.seeds reads it)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the summary here (JSON; training.seeds reads it)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cohort is not None and len(args.caches) > 1:
@@ -76,8 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         score = metrics.cohort_normalised(head_centres(args.cohort), args.top_k)
     root = data_root() / "lfw"
     result = compute_metrics(emb, lfw.list_people(root / "images"), lfw.read_pairs(root / "pairs.txt"), score)
-    out = {"caches": [p.name for p in paths], "cohort": str(args.cohort) if args.cohort else None,
-           "top_k": args.top_k if args.cohort else None, **summary(result)}
+    out = {
+        "caches": [p.name for p in paths],
+        "cohort": str(args.cohort) if args.cohort else None,
+        "top_k": args.top_k if args.cohort else None,
+        **summary(result),
+    }
     print(json.dumps(out, indent=2))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

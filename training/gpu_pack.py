@@ -10,6 +10,7 @@ folders and file stems, so the training code reads them unchanged (same file ord
 held-out split) and the card's ``realigned_with`` still resolves. The crops carry research-use licences: the tar goes to ``.gpu/``, which git ignores, and is
 never committed or shipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ log = logging.getLogger("training.gpu_pack")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="training/configs/arcface_iresnet18_half_80_lm68_light.yaml",
-                        help="training config whose data_dir and input_size are packed")
+    parser.add_argument(
+        "--config",
+        default="training/configs/arcface_iresnet18_half_80_lm68_light.yaml",
+        help="training config whose data_dir and input_size are packed",
+    )
     parser.add_argument("--quality", type=int, default=90, help="WebP quality, 1-100 (default 90)")
     parser.add_argument("--out", type=Path, default=Path(".gpu/crops.tar.gz"))
     args = parser.parse_args(argv)
@@ -42,14 +46,19 @@ def main(argv: list[str] | None = None) -> None:
     data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
     stems = [(f.parent.name, f.stem) for _, f in face_files(folders)]
     if len(stems) != len(data.labels):
-        raise RuntimeError(f"{root} holds {len(stems)} images but the cache {len(data.labels)}; "
-                           "delete the stale faces_*px_*.npz in the cache folder and run again")
+        raise RuntimeError(
+            f"{root} holds {len(stems)} images but the cache {len(data.labels)}; "
+            "delete the stale faces_*px_*.npz in the cache folder and run again"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     total = 0
     with tarfile.open(args.out, "w:gz") as tar:
         for (folder, stem), image in zip(stems, data.images):
-            ok, buf = cv2.imencode(".webp", cv2.cvtColor(image.transpose(1, 2, 0), cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_WEBP_QUALITY, args.quality])
+            ok, buf = cv2.imencode(
+                ".webp",
+                cv2.cvtColor(image.transpose(1, 2, 0), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_WEBP_QUALITY, args.quality],
+            )
             if not ok:
                 raise RuntimeError(f"WebP encoding failed for {folder}/{stem}")
             info = tarfile.TarInfo(f"{folder}/{stem}.webp")
@@ -58,8 +67,15 @@ def main(argv: list[str] | None = None) -> None:
             total += len(buf)
         for summary in sorted(root.glob("realign_*of*.json")):  # read by training.export's card
             tar.add(summary, arcname=summary.name)
-    log.info("packed %d crops of %d identities (%d px, WebP %d): %.1f MB in %s", len(stems), len(folders),
-             cfg.input_size, args.quality, total / 1e6, args.out)
+    log.info(
+        "packed %d crops of %d identities (%d px, WebP %d): %.1f MB in %s",
+        len(stems),
+        len(folders),
+        cfg.input_size,
+        args.quality,
+        total / 1e6,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

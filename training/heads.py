@@ -5,6 +5,7 @@ them to an injected margin ``(cos, labels) -> logits``. Softmax cross-entropy, A
 SphereFace are then one module with different margins; a margin that reads image quality (AdaFace,
 ``needs_norms = True``) also gets the embeddings' norms, ``(cos, labels, norms) -> logits``.
 """
+
 from __future__ import annotations
 
 import math
@@ -152,8 +153,10 @@ class AdaFaceMargin(nn.Module):
 
     def forward(self, cos: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
         if norms is None:
-            raise ValueError("AdaFace reads image quality from the embedding norms: call MarginHead.logits "
-                             "(it passes them), not the margin alone")
+            raise ValueError(
+                "AdaFace reads image quality from the embedding norms: call MarginHead.logits "
+                "(it passes them), not the margin alone"
+            )
         norms = norms.detach().float().reshape(-1).clamp(1e-3, 100.0)
         if self.training and len(norms) > 1:
             with torch.no_grad():

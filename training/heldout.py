@@ -14,6 +14,7 @@ Faces are scored as the model card says (its cohort score when it has one), as t
 The thresholds the card carries are calibrated here (``CALIBRATION_FPRS``), and
 :func:`fpr_check` says how they hold on another set's negatives (LFW's, in the card).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,23 @@ FPIRS = [1e-1, 1e-2]
 def list_people(root: Path) -> dict[str, list[str]]:
     """Identity folder -> its crops (paths relative to ``root``), sorted, so "first photo" is defined."""
     root = Path(root).expanduser()
-    people = {d.name: [f"{d.name}/{f.name}" for f in sorted(d.iterdir()) if f.suffix in (".png", ".jpg")]
-              for d in sorted(p for p in root.iterdir() if p.is_dir())} if root.is_dir() else {}
+    people = (
+        {
+            d.name: [f"{d.name}/{f.name}" for f in sorted(d.iterdir()) if f.suffix in (".png", ".jpg")]
+            for d in sorted(p for p in root.iterdir() if p.is_dir())
+        }
+        if root.is_dir()
+        else {}
+    )
     people = {k: v for k, v in people.items() if v}
     if not people:
         raise FileNotFoundError(f"no held-out identities in {root}; build them with python -m training.celeba")
     return people
 
 
-def embed_people(embedder: Embedder, root: Path, people: dict[str, list[str]],
-                 cache_dir: Path | None = None, batch: int = 256) -> dict[str, np.ndarray]:
+def embed_people(
+    embedder: Embedder, root: Path, people: dict[str, list[str]], cache_dir: Path | None = None, batch: int = 256
+) -> dict[str, np.ndarray]:
     """Unit embedding of every crop (the card's flip TTA), cached by model version and file list."""
     names = [n for imgs in people.values() for n in imgs]
     key = hashlib.sha1((f"{embedder.version}|{embedder.card.flip_tta}|" + "|".join(names)).encode()).hexdigest()[:16]
@@ -55,8 +63,12 @@ def embed_people(embedder: Embedder, root: Path, people: dict[str, list[str]],
     if cache and cache.exists():
         vectors = np.load(cache)
     else:
-        vectors = np.concatenate([embedder.embed([read_rgb(Path(root) / n) for n in names[i:i + batch]])
-                                  for i in range(0, len(names), batch)])
+        vectors = np.concatenate(
+            [
+                embedder.embed([read_rgb(Path(root) / n) for n in names[i : i + batch]])
+                for i in range(0, len(names), batch)
+            ]
+        )
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, vectors)
@@ -78,8 +90,13 @@ def idrate_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], sco
     mated = [n for imgs in multi.values() for n in imgs[1:]]
     result = {
         "idrate": [vars(p) for p in metrics.tpr_at_fpr(positives, negatives, FPRS)],
-        "idrate_counts": {"identities": len(people), "query": len(query), "distractors": len(distractors),
-                          "positives": int(len(positives)), "negatives": int(len(negatives))},
+        "idrate_counts": {
+            "identities": len(people),
+            "query": len(query),
+            "distractors": len(distractors),
+            "positives": int(len(positives)),
+            "negatives": int(len(negatives)),
+        },
         "thresholds": {f"{f:g}": metrics.threshold_at_fpr(negatives, f) for f in CALIBRATION_FPRS},
         "_curves": (positives, negatives),
     }
@@ -102,15 +119,25 @@ def idrate_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], sco
     for fpir in FPIRS:
         t = metrics.threshold_at_fpr(non_mated_top, fpir)
         result["dir_at_fpir"].append({"fpr": fpir, "threshold": t, "tpr": float(np.mean(correct & (top_score > t)))})
-    result["open_set_counts"] = {"gallery": len(gallery), "mated": len(mated),
-                                 "non_mated": int(len(non_mated_top)), "non_mated_are": how}
+    result["open_set_counts"] = {
+        "gallery": len(gallery),
+        "mated": len(mated),
+        "non_mated": int(len(non_mated_top)),
+        "non_mated_are": how,
+    }
     return result
 
 
 def fpr_check(thresholds: dict[str, float], negatives: np.ndarray, fprs=(1e-2, 1e-3, 1e-4)) -> list[dict]:
     """For each nominal FPR: the calibrated threshold and the share of ``negatives`` above it."""
-    return [{"nominal_fpr": f, "threshold": thresholds[f"{f:g}"],
-             "measured_fpr": float(np.mean(negatives > thresholds[f"{f:g}"]))} for f in fprs]
+    return [
+        {
+            "nominal_fpr": f,
+            "threshold": thresholds[f"{f:g}"],
+            "measured_fpr": float(np.mean(negatives > thresholds[f"{f:g}"])),
+        }
+        for f in fprs
+    ]
 
 
 def evaluate_heldout(embedder: Embedder, root: Path = DEFAULT_HELDOUT, cache_dir: Path | None = None) -> dict:

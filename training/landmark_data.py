@@ -8,6 +8,7 @@ network. Where MTCNN finds nothing, the box is predicted from the landmarks' ext
 relation fitted on the faces where it did (so training still matches the detector's framing).
 Boxes are cached in ``~/.cache/facerec``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -68,8 +69,9 @@ def nearest_box(boxes: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
     return best if x1 < centre[0] < x2 and y1 < centre[1] < y2 else None
 
 
-def detector_boxes(names: list[str], images: list[np.ndarray], points: np.ndarray, detector, cache_dir: Path | None,
-                   key: str) -> np.ndarray:
+def detector_boxes(
+    names: list[str], images: list[np.ndarray], points: np.ndarray, detector, cache_dir: Path | None, key: str
+) -> np.ndarray:
     """MTCNN's box for every face (cached); misses get a box predicted from the landmark extent."""
     digest = hashlib.sha1(("|".join(names) + key).encode()).hexdigest()[:16]
     cache = cache_dir / f"landmark_boxes_{digest}.npz" if cache_dir else None
@@ -86,12 +88,23 @@ def detector_boxes(names: list[str], images: list[np.ndarray], points: np.ndarra
     ext = extent(points)
     # Box = extent box mapped by (centre shift, size ratio) fitted on the detected faces.
     size_e = np.maximum(ext[:, 2] - ext[:, 0], ext[:, 3] - ext[:, 1])
-    rel = np.stack([((found[:, 0] + found[:, 2]) - (ext[:, 0] + ext[:, 2])) / 2 / size_e,
-                    ((found[:, 1] + found[:, 3]) - (ext[:, 1] + ext[:, 3])) / 2 / size_e,
-                    (found[:, 2] - found[:, 0]) / size_e, (found[:, 3] - found[:, 1]) / size_e], 1)
+    rel = np.stack(
+        [
+            ((found[:, 0] + found[:, 2]) - (ext[:, 0] + ext[:, 2])) / 2 / size_e,
+            ((found[:, 1] + found[:, 3]) - (ext[:, 1] + ext[:, 3])) / 2 / size_e,
+            (found[:, 2] - found[:, 0]) / size_e,
+            (found[:, 3] - found[:, 1]) / size_e,
+        ],
+        1,
+    )
     dx, dy, w, h = np.median(rel[ok], axis=0)
-    log.info("detector found %d of %d faces; misses boxed from their landmarks (w %.2f, h %.2f x extent)",
-             ok.sum(), len(ok), w, h)
+    log.info(
+        "detector found %d of %d faces; misses boxed from their landmarks (w %.2f, h %.2f x extent)",
+        ok.sum(),
+        len(ok),
+        w,
+        h,
+    )
     cx, cy = (ext[:, 0] + ext[:, 2]) / 2 + dx * size_e, (ext[:, 1] + ext[:, 3]) / 2 + dy * size_e
     fallback = np.stack([cx - w * size_e / 2, cy - h * size_e / 2, cx + w * size_e / 2, cy + h * size_e / 2], 1)
     boxes = np.where(ok[:, None], found, fallback).astype(np.float32)
@@ -115,8 +128,15 @@ class CropAugment:
     blur: float = 0.1
 
 
-def make_crop(image: np.ndarray, box: np.ndarray, points: np.ndarray, size: int, crop_scale: float,
-              rng: np.random.Generator | None = None, aug: CropAugment | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_crop(
+    image: np.ndarray,
+    box: np.ndarray,
+    points: np.ndarray,
+    size: int,
+    crop_scale: float,
+    rng: np.random.Generator | None = None,
+    aug: CropAugment | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(crop ``size`` x ``size`` RGB, points in crop pixels); augmented when ``rng`` is given."""
     angle, scale, shift, flip = 0.0, 1.0, (0.0, 0.0), False
     if rng is not None:

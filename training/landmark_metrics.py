@@ -1,5 +1,6 @@
 """Landmark accuracy as pure numpy functions: NME (inter-ocular, outer eye corners 36 and 45), the
 failure rate at a threshold, and the cumulative error distribution."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Detections do not depend on the embedder, so they are computed once and cached (outside the
 read-only data folder); embedding 13,233 aligned crops then takes seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,16 +80,19 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def detect_all(detector, images_dir: Path, names: list[str], cache_dir: Path | None,
-               settings_key: str) -> dict[str, Detection | None]:
+def detect_all(
+    detector, images_dir: Path, names: list[str], cache_dir: Path | None, settings_key: str
+) -> dict[str, Detection | None]:
     """The central face of every image (``None`` when none was found), cached by settings and file list."""
     key = hashlib.sha1((settings_key + "|" + "|".join(names)).encode()).hexdigest()[:16]
     cache = cache_dir / f"lfw_detections_{key}.npz" if cache_dir else None
     if cache and cache.exists():
         data = np.load(cache)
         log.info("loaded cached detections from %s", cache)
-        return {n: Detection(b, float(s), p) if found else None
-                for n, found, b, s, p in zip(names, data["found"], data["boxes"], data["scores"], data["points"])}
+        return {
+            n: Detection(b, float(s), p) if found else None
+            for n, found, b, s, p in zip(names, data["found"], data["boxes"], data["scores"], data["points"])
+        }
     result: dict[str, Detection | None] = {}
     for name in tqdm(names, desc="detect", unit="img"):
         image = read_rgb(images_dir / name)
@@ -98,8 +102,13 @@ def detect_all(detector, images_dir: Path, names: list[str], cache_dir: Path | N
         found = np.array([result[n] is not None for n in names])
         empty = Detection(np.zeros(4, np.float32), 0.0, np.zeros((5, 2), np.float32))
         dets = [result[n] or empty for n in names]
-        np.savez(cache, found=found, boxes=np.stack([d.box for d in dets]),
-                 scores=np.array([d.score for d in dets]), points=np.stack([d.points for d in dets]))
+        np.savez(
+            cache,
+            found=found,
+            boxes=np.stack([d.box for d in dets]),
+            scores=np.array([d.score for d in dets]),
+            points=np.stack([d.points for d in dets]),
+        )
     return result
 
 
@@ -115,8 +124,14 @@ def aligned_crop(pipeline, image: np.ndarray, detection: Detection, alignment: s
     return pipeline.aligner.align(image, five[0])
 
 
-def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None],
-              batch: int = 256, normalize: bool = True, alignment: str = "auto") -> dict[str, np.ndarray]:
+def embed_all(
+    pipeline,
+    images_dir: Path,
+    detections: dict[str, Detection | None],
+    batch: int = 256,
+    normalize: bool = True,
+    alignment: str = "auto",
+) -> dict[str, np.ndarray]:
     """Embedding of every image's detected face; a row of NaNs where no face was found.
 
     ``normalize=False`` keeps the raw (un-normalised) network outputs; ``alignment`` as in
@@ -125,7 +140,7 @@ def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None
     names = list(detections)
     out = {}
     for start in tqdm(range(0, len(names), batch), desc="embed", unit="batch"):
-        chunk = [n for n in names[start:start + batch] if detections[n] is not None]
+        chunk = [n for n in names[start : start + batch] if detections[n] is not None]
         crops = [aligned_crop(pipeline, read_rgb(images_dir / n), detections[n], alignment) for n in chunk]
         out.update(zip(chunk, pipeline.embedder.embed(crops, normalize=normalize)))
     nan = np.full(pipeline.embedder.dim, np.nan, np.float32)
@@ -134,9 +149,16 @@ def embed_all(pipeline, images_dir: Path, detections: dict[str, Detection | None
 
 def pair_scores(emb: dict[str, np.ndarray], pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity of every pairs.txt pair (NaN rows -- no face -- score -1) and same/different."""
+
     def unit(v):
         return v / np.linalg.norm(v)
 
-    scores = np.array([float(unit(emb[p.a]) @ unit(emb[p.b])) if np.isfinite(emb[p.a]).all()
-                       and np.isfinite(emb[p.b]).all() else -1.0 for p in pairs])
+    scores = np.array(
+        [
+            float(unit(emb[p.a]) @ unit(emb[p.b]))
+            if np.isfinite(emb[p.a]).all() and np.isfinite(emb[p.b]).all()
+            else -1.0
+            for p in pairs
+        ]
+    )
     return scores, np.array([p.same for p in pairs])

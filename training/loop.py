@@ -1,6 +1,7 @@
 """The scaffold every training loop here shares: device choice, the learning-rate schedule, the
 resume check, atomic checkpoints and the JSON-lines log (``training.train`` for embedders,
 ``training.train_landmarks`` for the 68-point network)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,9 +47,11 @@ def check_resume(run: Path, saved, requested, overridable: set[str]) -> None:
     ``overridable`` fields: a change that would be ignored is an error, never silent."""
     refused = [k for k in config_changes(saved, requested) if k.split(".")[0] not in overridable]
     if refused:
-        raise ValueError(f"--resume continues {run} with its saved config, but the requested one differs in "
-                         f"{refused}; only {sorted(overridable)} may change on resume. Drop those changes, "
-                         "or start a new run under another name.")
+        raise ValueError(
+            f"--resume continues {run} with its saved config, but the requested one differs in "
+            f"{refused}; only {sorted(overridable)} may change on resume. Drop those changes, "
+            "or start a new run under another name."
+        )
 
 
 def save_config(run: Path, cfg) -> None:

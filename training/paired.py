@@ -9,6 +9,7 @@ score when it has one) -- the score the service and the card's figures use, not 
 models evaluated on the same photos differ on the same pairs far less than their fold standard
 deviations suggest; this says whether a difference in LFW accuracy is more than chance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def pair_scores(emb: dict[str, np.ndarray], pairs: list[lfw.Pair], score: ScoreF
     a = np.stack([unit[p.a] for p in pairs])
     b = np.stack([unit[p.b] for p in pairs])
     # One pair at a time: the score function maps stacks to a matrix, and only its diagonal is needed.
-    return np.array([score(a[i:i + 1], b[i:i + 1])[0, 0] for i in range(len(pairs))], np.float64)
+    return np.array([score(a[i : i + 1], b[i : i + 1])[0, 0] for i in range(len(pairs))], np.float64)
 
 
 def compare(a: np.ndarray, b: np.ndarray, pairs: list[lfw.Pair]) -> dict:
@@ -43,8 +44,13 @@ def compare(a: np.ndarray, b: np.ndarray, pairs: list[lfw.Pair]) -> dict:
     same = np.array([p.same for p in pairs])
     correct = [metrics.kfold_correct(np.nan_to_num(s, neginf=-1e9), same, folds) for s in (a, b)]
     only_a, only_b, p = metrics.mcnemar_exact(*correct)
-    return {"accuracy_a": round(float(correct[0].mean()), 4), "accuracy_b": round(float(correct[1].mean()), 4),
-            "only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": round(p, 4)}
+    return {
+        "accuracy_a": round(float(correct[0].mean()), 4),
+        "accuracy_b": round(float(correct[1].mean()), 4),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "mcnemar_p": round(p, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
 """Report figures: ROC, TPR-vs-FPR on a log axis, and similarity histograms."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,12 @@ def roc_plots(out: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> No
             ax.set_xscale("log")
             for f in (1e-4, 1e-3, 1e-2, 1e-1):
                 ax.axvline(f, color="0.85", lw=0.8, zorder=0)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", ylim=(0, 1.01),
-               title="TPR vs FPR (LFW, seed ID-rate protocol)" if log_x else "ROC (LFW, seed ID-rate protocol)")
+        ax.set(
+            xlabel="false positive rate",
+            ylabel="true positive rate",
+            ylim=(0, 1.01),
+            title="TPR vs FPR (LFW, seed ID-rate protocol)" if log_x else "ROC (LFW, seed ID-rate protocol)",
+        )
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
         fig.tight_layout()
@@ -44,8 +49,13 @@ def similarity_histogram(path: Path, positives: np.ndarray, negatives: np.ndarra
     plt.close(fig)
 
 
-def learning_curve_plot(path: Path, identities: np.ndarray, misses: dict[str, np.ndarray],
-                        fits: dict[str, tuple[float, float]], targets: dict[str, float]) -> None:
+def learning_curve_plot(
+    path: Path,
+    identities: np.ndarray,
+    misses: dict[str, np.ndarray],
+    fits: dict[str, tuple[float, float]],
+    targets: dict[str, float],
+) -> None:
     """Miss rate against training identities on log-log axes: every run a dot, the fitted power law
     ``log2(miss) = a + b log2(identities)`` a line carried on to 64× the people (dashed beyond the data),
     and each target's miss rate a dotted level."""
@@ -53,15 +63,20 @@ def learning_curve_plot(path: Path, identities: np.ndarray, misses: dict[str, np
     lo, hi = identities.min(), identities.max()
     for (name, miss), colour in zip(misses.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         a, b = fits[name]
-        ax.scatter(identities, miss, s=14, color=colour, label=f"{name} (×{2 ** b:.2f} per doubling)")
+        ax.scatter(identities, miss, s=14, color=colour, label=f"{name} (×{2**b:.2f} per doubling)")
         inside = np.geomspace(lo, hi, 20)
         beyond = np.geomspace(hi, 64 * hi, 20)
         ax.plot(inside, 2 ** (a + b * np.log2(inside)), color=colour)
         ax.plot(beyond, 2 ** (a + b * np.log2(beyond)), color=colour, ls="--")
         if name in targets:
             ax.axhline(targets[name], color=colour, ls=":", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="training identities", ylabel="miss rate (1 − rate; LFW: error %/100)",
-           title="Learning curve: miss rate vs identities (dotted: targets)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training identities",
+        ylabel="miss rate (1 − rate; LFW: error %/100)",
+        title="Learning curve: miss rate vs identities (dotted: targets)",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()

@@ -12,6 +12,7 @@ warps a photo (black outside the original crop, as the original crops have). Cro
 found are copied unchanged and counted. Output: the same identity-folder tree, lossless PNG, and
 ``realign.json`` per shard with counts and the mean point shift.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,18 @@ def locate(image: np.ndarray, detector: MTCNNDetector) -> tuple[np.ndarray, Dete
     return None if face is None else (padded, face, len(faces))
 
 
-def realign_located(located: tuple[np.ndarray, Detection, int], landmarker: Landmarker,
-                    aligner: FivePointAligner) -> tuple[np.ndarray, np.ndarray]:
+def realign_located(
+    located: tuple[np.ndarray, Detection, int], landmarker: Landmarker, aligner: FivePointAligner
+) -> tuple[np.ndarray, np.ndarray]:
     """(aligned 112 px crop, our five points in the unpadded image's pixels) of a located face."""
     padded, face, _ = located
     five = five_from_68(landmarker.predict(padded, [face.box])[0])
     return aligner.align(padded, five), five - PAD
 
 
-def realign(crop: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker,
-            aligner: FivePointAligner) -> tuple[np.ndarray, np.ndarray] | None:
+def realign(
+    crop: np.ndarray, detector: MTCNNDetector, landmarker: Landmarker, aligner: FivePointAligner
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(re-aligned crop, our five points in the original crop's pixels), or ``None`` when no face."""
     located = locate(crop, detector)
     return None if located is None else realign_located(located, landmarker, aligner)
@@ -93,12 +96,21 @@ def main(argv: list[str] | None = None) -> None:
             cv2.imwrite(str(target), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             done += 1
         log.info("%s: %d re-aligned, %d without a face so far", folder.name, done, len(missed))
-    summary = {"landmarks": str(args.landmarks), "shard": args.shard, "realigned": done,
-               "no_face_copied": missed, "mean_point_shift_px": round(float(np.mean(shifts)), 3) if shifts else None,
-               "median_point_shift_px": round(float(np.median(shifts)), 3) if shifts else None}
+    summary = {
+        "landmarks": str(args.landmarks),
+        "shard": args.shard,
+        "realigned": done,
+        "no_face_copied": missed,
+        "mean_point_shift_px": round(float(np.mean(shifts)), 3) if shifts else None,
+        "median_point_shift_px": round(float(np.median(shifts)), 3) if shifts else None,
+    }
     (args.out / f"realign_{index}of{count}.json").write_text(json.dumps(summary, indent=2))
-    log.info("done: %d re-aligned, %d copied without a face, mean shift %.2f px",
-             done, len(missed), summary["mean_point_shift_px"] or 0)
+    log.info(
+        "done: %d re-aligned, %d copied without a face, mean shift %.2f px",
+        done,
+        len(missed),
+        summary["mean_point_shift_px"] or 0,
+    )
 
 
 if __name__ == "__main__":

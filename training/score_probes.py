@@ -16,6 +16,7 @@ and prints the evaluation's headline figures as one JSON line:
 The training images are embedded once (as the service embeds, flip included) and cached beside the LFW
 embeddings. Answers "is there a better score than the shipped one?" without building any of it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def embed_training_images(embedder: Embedder, data_dir: Path,
-                          cache_dir: Path = DEFAULT_CACHE) -> tuple[np.ndarray, np.ndarray]:
+def embed_training_images(
+    embedder: Embedder, data_dir: Path, cache_dir: Path = DEFAULT_CACHE
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit embeddings and identity labels of every training image (cached, with the decoded images,
     in ``cache_dir``)."""
     cache = cache_dir / "embeddings" / f"train_{embedder.version}.npz"
@@ -52,8 +54,12 @@ def embed_training_images(embedder: Embedder, data_dir: Path,
             return z["emb"], z["labels"]
     data = load_face_folder(list_identity_folders(data_dir), embedder.card.input_size, cache_dir)
     # The cached training images are already at the network's input size, so embed() does not resize.
-    emb = np.concatenate([embedder.embed(list(data.images[start:start + 256].transpose(0, 2, 3, 1)))
-                          for start in range(0, len(data.labels), 256)])
+    emb = np.concatenate(
+        [
+            embedder.embed(list(data.images[start : start + 256].transpose(0, 2, 3, 1)))
+            for start in range(0, len(data.labels), 256)
+        ]
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, emb=emb, labels=data.labels)
     return emb, data.labels
@@ -131,9 +137,16 @@ def main(argv: list[str] | None = None) -> None:
     class_means = unit(np.stack([x[y == c].mean(0) for c in np.unique(y)]))
     cohorts = {"centres": unit(head_centres(args.run)), "class_means": class_means, "images": x}
     report("cosine", lfw_by_name, metrics.cosine_matrix)
-    for cohort, k, spread in [("centres", 10, False), ("class_means", 10, False), ("images", 10, False),
-                              ("images", 50, False), ("images", 200, False), ("centres", 10, True),
-                              ("centres", 50, True), ("images", 100, True)]:
+    for cohort, k, spread in [
+        ("centres", 10, False),
+        ("class_means", 10, False),
+        ("images", 10, False),
+        ("images", 50, False),
+        ("images", 200, False),
+        ("centres", 10, True),
+        ("centres", 50, True),
+        ("images", 100, True),
+    ]:
         kind = "snorm" if spread else "cohort"
         report(f"{kind}_{cohort}_k{k}", lfw_by_name, table_score(lfw_emb, cohorts[cohort], k, spread))
     for name, f in linear_maps(x, y).items():

@@ -15,6 +15,7 @@ usual shape of error against training-set size: the miss rate shrinks by the fac
 doubling of the people. The fit also says where it would reach the issue's targets: an extrapolation,
 printed as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def load_summary(path: Path) -> dict[str, float]:
     if path.is_dir():
         path = path / "metrics.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; give a training.evaluate report folder, its "
-                                "metrics.json, or a training.fusion --out file")
+        raise FileNotFoundError(
+            f"{path} does not exist; give a training.evaluate report folder, its "
+            "metrics.json, or a training.fusion --out file"
+        )
     data = json.loads(path.read_text())
     if "idrate" in data:  # training.evaluate's metrics.json
         out = {"lfw": 100 * data["lfw_accuracy"]["mean"]}
@@ -71,8 +74,12 @@ def paired(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, di
     for name in FIGURES:
         diff = np.array([y[name] - x[name] for x, y in zip(a, b)])
         wins_b, wins_a = int(np.sum(diff > 0)), int(np.sum(diff < 0))
-        out[name] = {"mean_diff": float(diff.mean()), "wins_a": wins_a, "wins_b": wins_b,
-                     "sign_p": sign_test(wins_a, wins_b)}
+        out[name] = {
+            "mean_diff": float(diff.mean()),
+            "wins_a": wins_a,
+            "wins_b": wins_b,
+            "sign_p": sign_test(wins_a, wins_b),
+        }
     return out
 
 
@@ -103,12 +110,21 @@ def _fmt(name: str, value: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--group", action="append", required=True, metavar="NAME=PATH,PATH,...",
-                        help="a recipe and its evaluated runs, one per seed")
+    parser.add_argument(
+        "--group",
+        action="append",
+        required=True,
+        metavar="NAME=PATH,PATH,...",
+        help="a recipe and its evaluated runs, one per seed",
+    )
     parser.add_argument("--curve", action="store_true", help="group names are identity counts: fit the learning curve")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="draw a figure here: with --curve the fit of LFW, TPR@1e-2 and DIR@1e-2; without it "
-                             "every run's LFW accuracy against its DIR@1e-2, one colour per group")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="draw a figure here: with --curve the fit of LFW, TPR@1e-2 and DIR@1e-2; without it "
+        "every run's LFW accuracy against its DIR@1e-2, one colour per group",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -142,16 +158,17 @@ def main(argv: list[str] | None = None) -> None:
         if not all(n.isdigit() for n in groups):
             parser.error(f"--curve takes identity counts as group names, got {list(groups)}")
         ids = np.array([float(n) for n, runs in groups.items() for _ in runs])
-        print("\npower law on the miss rate, log2(miss) = a + b * log2(identities), every run a point "
-              "(beyond the largest group it is an extrapolation):")
+        print(
+            "\npower law on the miss rate, log2(miss) = a + b * log2(identities), every run a point "
+            "(beyond the largest group it is an extrapolation):"
+        )
         misses, fits = {}, {}
         for f in FIGURES:
             misses[f] = np.array([miss_rate(f, r[f]) for runs in groups.values() for r in runs])
             a, b = fits[f] = power_law_fit(ids, misses[f])
-            line = f"  {f}: miss rate x {2 ** b:.3f} per doubling"
+            line = f"  {f}: miss rate x {2**b:.3f} per doubling"
             if f in TARGETS:
-                line += (f"; target {TARGETS[f]:g} at ~{identities_for(miss_rate(f, TARGETS[f]), a, b):,.0f} "
-                         "identities")
+                line += f"; target {TARGETS[f]:g} at ~{identities_for(miss_rate(f, TARGETS[f]), a, b):,.0f} identities"
             print(line)
         if args.plot is not None:
             from training.plots import learning_curve_plot  # matplotlib only when a figure is asked for
@@ -159,9 +176,13 @@ def main(argv: list[str] | None = None) -> None:
             shown = list(TARGETS)
             # LFW's miss rate in % is put on the same 0-1 scale as the others for one pair of axes.
             scale = {f: 100.0 if f == "lfw" else 1.0 for f in shown}
-            learning_curve_plot(args.plot, ids, {f: misses[f] / scale[f] for f in shown},
-                                {f: (fits[f][0] - np.log2(scale[f]), fits[f][1]) for f in shown},
-                                {f: miss_rate(f, TARGETS[f]) / scale[f] for f in shown})
+            learning_curve_plot(
+                args.plot,
+                ids,
+                {f: misses[f] / scale[f] for f in shown},
+                {f: (fits[f][0] - np.log2(scale[f]), fits[f][1]) for f in shown},
+                {f: miss_rate(f, TARGETS[f]) / scale[f] for f in shown},
+            )
             log.info("wrote %s", args.plot)
 
 

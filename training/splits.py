@@ -13,6 +13,7 @@ was trained on them: the old and the new model must both be strangers to the hel
 a fair comparison. An identity merged with a held-out one as the same person (the builder's
 duplicate check) is held out too, so nobody is on both sides.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     shared = shared_celeba_ids(root / "recognition" / "train")
     ids = sorted({r.celeba_id for r in rows})
     held = [i for i in ids if is_heldout(i, shared)]
-    print(f"{len(held)} of {len(ids)} manifest identities held out "
-          f"({sum(r.celeba_id in set(held) for r in rows)} photos):")
+    print(
+        f"{len(held)} of {len(ids)} manifest identities held out "
+        f"({sum(r.celeba_id in set(held) for r in rows)} photos):"
+    )
     print(" ".join(str(i) for i in held))
 
 

@@ -7,6 +7,7 @@
 The run's resolved config, checkpoints (every epoch) and a JSON-lines log go to ``runs/<name>/``.
 The same config trains on CPU or CUDA (bf16 autocast on either when ``bf16`` is set).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def build(cfg: TrainConfig, num_classes: int, device: torch.device):
     """Backbone, head and optimiser for ``cfg``."""
-    backbone = create_model(cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size,
-                            dropout=cfg.dropout).to(device)
+    backbone = create_model(
+        cfg.arch, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size, dropout=cfg.dropout
+    ).to(device)
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     # Triplet loss has no class centres; a plain head is still built so checkpoints keep one shape
@@ -51,10 +53,15 @@ def build(cfg: TrainConfig, num_classes: int, device: torch.device):
     decay = [p for p in backbone.parameters() if p.ndim > 1]
     no_decay = [p for p in backbone.parameters() if p.ndim <= 1]
     optimiser = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-         {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
-         {"params": head.parameters(), "weight_decay": cfg.weight_decay, "lr_mult": cfg.head_lr_mult}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+            {"params": head.parameters(), "weight_decay": cfg.weight_decay, "lr_mult": cfg.head_lr_mult},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
     return backbone, head, optimiser
 
 
@@ -79,13 +86,13 @@ def classification_accuracy(backbone, head, images, labels, cfg: TrainConfig, de
     backbone.eval()
     correct = 0
     for start in range(0, len(labels), batch):
-        x = normalise(torch.from_numpy(images[start:start + batch])).to(device)
+        x = normalise(torch.from_numpy(images[start : start + batch])).to(device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             emb = backbone(x)
         pred = head.cosines(emb.float()).argmax(1).cpu().numpy()
-        correct += int((pred == labels[start:start + batch]).sum())
+        correct += int((pred == labels[start : start + batch]).sum())
     backbone.train()
     return correct / len(labels)
 
@@ -104,8 +111,9 @@ def load_heldout(cfg: TrainConfig) -> tuple[dict[str, list[str]], np.ndarray] | 
 
 
 @torch.no_grad()
-def heldout_figures(backbone, heldout, cfg: TrainConfig, device, ema: WeightAverage | None = None,
-                    batch: int = 256) -> dict:
+def heldout_figures(
+    backbone, heldout, cfg: TrainConfig, device, ema: WeightAverage | None = None, batch: int = 256
+) -> dict:
     """TPR@FPR and DIR@FPIR on the held-out people, plain cosine, no flip (the averaged weights when
     averaging is on): the figures model selection and schedule choices read."""
     from training.heldout import idrate_metrics
@@ -118,7 +126,7 @@ def heldout_figures(backbone, heldout, cfg: TrainConfig, device, ema: WeightAver
     backbone.eval()
     vectors = []
     for start in range(0, len(images), batch):
-        x = normalise(torch.from_numpy(images[start:start + batch])).to(device)
+        x = normalise(torch.from_numpy(images[start : start + batch])).to(device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -128,19 +136,27 @@ def heldout_figures(backbone, heldout, cfg: TrainConfig, device, ema: WeightAver
         backbone.load_state_dict(live)
     names = [n for imgs in people.values() for n in imgs]
     result = idrate_metrics(dict(zip(names, np.concatenate(vectors))), people, metrics.cosine_matrix)
-    return {**{f"tpr@{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
-            **{f"dir@{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]}}
+    return {
+        **{f"tpr@{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
+        **{f"dir@{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]},
+    }
 
 
-def save_checkpoint(path: Path, step: int, backbone, head, optimiser, sampler, gen,
-                    ema: WeightAverage | None = None) -> None:
+def save_checkpoint(
+    path: Path, step: int, backbone, head, optimiser, sampler, gen, ema: WeightAverage | None = None
+) -> None:
     """Write atomically, so a run killed mid-write still resumes from the previous checkpoint.
 
     With weight averaging on, ``backbone`` and ``head`` hold the *averaged* weights (what export and
     evaluation read) and ``live`` the weights training continues from."""
-    state = {"step": step, "backbone": backbone.state_dict(), "head": head.state_dict(),
-             "optimiser": optimiser.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
-             "torch_rng": gen.get_state()}
+    state = {
+        "step": step,
+        "backbone": backbone.state_dict(),
+        "head": head.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "sampler_rng": sampler.rng.bit_generator.state,
+        "torch_rng": gen.get_state(),
+    }
     if ema is not None:
         state["live"] = {"backbone": state["backbone"], "head": state["head"], "updates": ema.updates}
         state["backbone"], state["head"] = ema.state["backbone"], ema.state["head"]
@@ -158,8 +174,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume given but {ckpt_path} does not exist; drop --resume to start")
-        check_resume(run, config_from_dict(yaml.safe_load((run / "config.yaml").read_text())), cfg,
-                     RESUME_OVERRIDABLE)
+        check_resume(run, config_from_dict(yaml.safe_load((run / "config.yaml").read_text())), cfg, RESUME_OVERRIDABLE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -219,8 +234,9 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
             emb = backbone(x)
         if triplet:
             # "accuracy" for triplets: the share of triplets already satisfied (loss 0).
-            loss, active = triplet_loss(emb.float(), y, float(cfg.loss_kwargs.get("margin", 0.2)),
-                                        cfg.loss_kwargs.get("mining", "semihard"))
+            loss, active = triplet_loss(
+                emb.float(), y, float(cfg.loss_kwargs.get("margin", 0.2)), cfg.loss_kwargs.get("mining", "semihard")
+            )
             cos = None
         else:
             # Accuracy is read from these cosines, before the step moves the centres towards this batch.
@@ -240,8 +256,14 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         done = step + 1
         if done % 20 == 0 or done == cfg.steps:
             ips = seen / (time.perf_counter() - t0)
-            rec = {"step": done, "lr": lr, "loss": loss_sum / seen, "train_acc": correct / seen,
-                   "img_per_s": ips, "time": time.time()}
+            rec = {
+                "step": done,
+                "lr": lr,
+                "loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "img_per_s": ips,
+                "time": time.time(),
+            }
             log_file.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
@@ -266,8 +288,13 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of TrainConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one field, e.g. --set steps=200 --set augment.flip=0")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. --set steps=200 --set augment.flip=0",
+    )
     parser.add_argument("--resume", action="store_true", help="continue runs/<name>/checkpoint.pt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,7 @@ Training crops come from MTCNN's boxes on the training faces (300-W AFW + HELEN 
 train) with box jitter, rotation, mirroring (68-point permutation) and colour changes; the loss is the
 wing loss on crop pixels. Checkpoints every ``checkpoint_every`` steps; the schedule is tied to steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,10 @@ def sample_probabilities(sizes: list[int], share: tuple[float, ...]) -> np.ndarr
     if not share:
         return None
     if len(share) != len(sizes) or min(share) < 0 or sum(share) <= 0:
-        raise ValueError(f"split_share {list(share)} must give one non-negative share per split "
-                         f"({len(sizes)} splits) and not all zero")
+        raise ValueError(
+            f"split_share {list(share)} must give one non-negative share per split "
+            f"({len(sizes)} splits) and not all zero"
+        )
     total = float(sum(share))
     return np.concatenate([np.full(n, s / total / n) for n, s in zip(sizes, share)])
 
@@ -140,8 +143,9 @@ def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, cfg)
         idx = rng.choice(len(images), cfg.batch_size, p=probs)
-        pairs = [make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment)
-                 for i in idx]
+        pairs = [
+            make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment) for i in idx
+        ]
         x = to_tensor(np.stack([c for c, _ in pairs])).to(device)
         y = torch.from_numpy(np.stack([p for _, p in pairs])).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -156,12 +160,25 @@ def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
         total += loss.item() * len(idx)
         done = step + 1
         if done % 20 == 0 or done == cfg.steps:
-            log_file.write({"step": done, "loss": total / seen, "img_per_s": seen / (time.perf_counter() - t0),
-                            "time": time.time()})
+            log_file.write(
+                {
+                    "step": done,
+                    "loss": total / seen,
+                    "img_per_s": seen / (time.perf_counter() - t0),
+                    "time": time.time(),
+                }
+            )
             t0, seen, total = time.perf_counter(), 0, 0.0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_atomic(ckpt, {"step": done, "model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                               "rng": rng.bit_generator.state})
+            save_atomic(
+                ckpt,
+                {
+                    "step": done,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "rng": rng.bit_generator.state,
+                },
+            )
     log_file.close()
     return run
 
@@ -173,12 +190,22 @@ def export(run: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}, out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()[:12]
-    card = {"name": cfg.name, "version": f"{cfg.name}-{digest}", "architecture": cfg.arch,
-            "input_size": cfg.input_size, "crop_scale": cfg.crop_scale, "points": 68, "steps": state["step"],
-            "training_data": {"splits": list(cfg.splits), "source": "<FACEREC_DATA>/landmarks68 (300-W AFW + HELEN "
-                              "train, YouTube Faces train; research use only)"},
-            "config": dataclasses.asdict(cfg), "commit": git_commit(),
-            "reproduce": f"python -m training.train_landmarks --config {run / 'config.yaml'}"}
+    card = {
+        "name": cfg.name,
+        "version": f"{cfg.name}-{digest}",
+        "architecture": cfg.arch,
+        "input_size": cfg.input_size,
+        "crop_scale": cfg.crop_scale,
+        "points": 68,
+        "steps": state["step"],
+        "training_data": {
+            "splits": list(cfg.splits),
+            "source": "<FACEREC_DATA>/landmarks68 (300-W AFW + HELEN train, YouTube Faces train; research use only)",
+        },
+        "config": dataclasses.asdict(cfg),
+        "commit": git_commit(),
+        "reproduce": f"python -m training.train_landmarks --config {run / 'config.yaml'}",
+    }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return out
 

@@ -11,6 +11,7 @@ is used, with a negative mined per pair:
 
 Distances are squared Euclidean between unit vectors (= 2 - 2 cos), margin in the same units.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 
-def triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
-                 mining: str = "semihard") -> tuple[torch.Tensor, float]:
+def triplet_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2, mining: str = "semihard"
+) -> tuple[torch.Tensor, float]:
     """Mean hinge ``max(0, d(a,p) - d(a,n) + margin)`` over every valid (anchor, positive) pair.
 
     Returns:
@@ -64,5 +66,6 @@ class PKSampler:
 
     def next(self) -> np.ndarray:
         people = self.rng.choice(len(self.by_identity), self.p, replace=False)
-        return np.concatenate([self.rng.choice(self.by_identity[i], self.k, replace=len(self.by_identity[i]) < self.k)
-                               for i in people])
+        return np.concatenate(
+            [self.rng.choice(self.by_identity[i], self.k, replace=len(self.by_identity[i]) < self.k) for i in people]
+        )

@@ -1,4 +1,5 @@
 """Dependency aliases shared by the routes: the service, and the API-key check per role."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -9,8 +10,11 @@ from fastapi.security import APIKeyHeader
 from app.services.auth import Principal
 from app.services.recognition import RecognitionService
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="an API key: `read` (identify, embed, list, metrics) or `admin` (all)")
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="an API key: `read` (identify, embed, list, metrics) or `admin` (all)",
+)
 
 
 def get_service(request: Request) -> RecognitionService:

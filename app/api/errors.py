@@ -1,4 +1,5 @@
 """One place maps domain and validation errors to JSON bodies: ``{"error": {"code", "message", ...}}``."""
+
 from __future__ import annotations
 
 import logging
@@ -25,15 +26,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
-        return JSONResponse(error_body("invalid_parameter", "; ".join(problems),
-                                       fields=[str(e["loc"][-1]) for e in exc.errors()]), status_code=422)
+        return JSONResponse(
+            error_body("invalid_parameter", "; ".join(problems), fields=[str(e["loc"][-1]) for e in exc.errors()]),
+            status_code=422,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # A bug, not bad input: log it with its traceback, answer JSON without internals.
         log.exception("unhandled error")
-        return JSONResponse(error_body("internal_error", "an unexpected error occurred; it has been logged"),
-                            status_code=500)
+        return JSONResponse(
+            error_body("internal_error", "an unexpected error occurred; it has been logged"), status_code=500
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,4 +1,5 @@
 """A cap on the whole request body, enforced while it streams in (before any multipart parsing)."""
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,25 @@ class BodySizeLimit:
                 await self._reject(send, received)
 
     async def _reject(self, send, size: int) -> None:
-        body = json.dumps({"error": {
-            "code": "request_too_large", "limit": self.max_bytes,
-            "message": f"request body of {size:,}+ bytes is over the {self.max_bytes:,}-byte limit "
-                       "(FACEREC_MAX_REQUEST_BYTES); send fewer or smaller photos per request"}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "request_too_large",
+                    "limit": self.max_bytes,
+                    "message": f"request body of {size:,}+ bytes is over the {self.max_bytes:,}-byte limit "
+                    "(FACEREC_MAX_REQUEST_BYTES); send fewer or smaller photos per request",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

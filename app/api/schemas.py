@@ -1,4 +1,5 @@
 """Response bodies, and the conversions from service results to them."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -48,16 +49,20 @@ class IdentityDetailOut(IdentityOut):
 class CandidateOut(BaseModel):
     identity_id: int
     name: str
-    similarity: float = Field(description="the model's match score (GET /metrics/idrate: `scoring`): cosine similarity, or "
-                              "cosine minus the face pair's cohort term; `threshold` is on the same scale")
+    similarity: float = Field(
+        description="the model's match score (GET /metrics/idrate: `scoring`): cosine similarity, or "
+        "cosine minus the face pair's cohort term; `threshold` is on the same scale"
+    )
 
 
 class DetectedFaceOut(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the (EXIF-rotated) photo")
     score: float = Field(description="detection score")
     landmarks: list[list[float]] = Field(description="the 5 alignment points: eyes, nose tip, mouth corners")
-    landmarks68: list[list[float]] | None = Field(None, description="68 points (iBUG 300-W order) when the "
-                                                  "68-point aligner is in use (FACEREC_ALIGNER=landmarks68)")
+    landmarks68: list[list[float]] | None = Field(
+        None,
+        description="68 points (iBUG 300-W order) when the 68-point aligner is in use (FACEREC_ALIGNER=landmarks68)",
+    )
 
 
 class IdentifiedFaceOut(DetectedFaceOut):
@@ -103,15 +108,26 @@ def identity_out(identity: Identity, face_count: int) -> IdentityOut:
 
 
 def face_record_out(r: FaceRecord) -> FaceRecordOut:
-    return FaceRecordOut(id=r.id, identity_id=r.identity_id, model_version=r.model_version, box=r.box,
-                         det_score=r.det_score, source=r.source, created_at=r.created_at)
+    return FaceRecordOut(
+        id=r.id,
+        identity_id=r.identity_id,
+        model_version=r.model_version,
+        box=r.box,
+        det_score=r.det_score,
+        source=r.source,
+        created_at=r.created_at,
+    )
 
 
 def detected(face: Face) -> dict:
-    return {"box": [round(float(v), 2) for v in face.box], "score": round(float(face.score), 5),
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points],
-            "landmarks68": None if face.landmarks68 is None else
-            [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks68]}
+    return {
+        "box": [round(float(v), 2) for v in face.box],
+        "score": round(float(face.score), 5),
+        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points],
+        "landmarks68": None
+        if face.landmarks68 is None
+        else [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks68],
+    }
 
 
 def candidate_out(c: Candidate) -> CandidateOut:
@@ -119,7 +135,19 @@ def candidate_out(c: Candidate) -> CandidateOut:
 
 
 def identify_out(result: IdentifyResult, model_version: str) -> IdentifyOut:
-    faces = [IdentifiedFaceOut(**detected(f.face), candidates=[candidate_out(c) for c in f.candidates],
-                               match=candidate_out(f.match) if f.match else None) for f in result.faces]
-    return IdentifyOut(faces=faces, faces_found=result.faces_found, skipped=result.skipped, fpr=result.fpr,
-                       threshold=round(result.threshold, 5), model_version=model_version)
+    faces = [
+        IdentifiedFaceOut(
+            **detected(f.face),
+            candidates=[candidate_out(c) for c in f.candidates],
+            match=candidate_out(f.match) if f.match else None,
+        )
+        for f in result.faces
+    ]
+    return IdentifyOut(
+        faces=faces,
+        faces_found=result.faces_found,
+        skipped=result.skipped,
+        fpr=result.fpr,
+        threshold=round(result.threshold, 5),
+        model_version=model_version,
+    )

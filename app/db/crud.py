@@ -1,4 +1,5 @@
 """Database operations, keyword-only, returning ``None`` for "not found". No HTTP, no index."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,11 +26,16 @@ def create_identity(*, session: Session, name: str) -> Identity:
 
 def list_identities(*, session: Session, offset: int = 0, limit: int = 100) -> list[tuple[Identity, int]]:
     """Identities with their face counts, by id."""
-    counts = (select(FaceRecord.identity_id, func.count(FaceRecord.id).label("n"))
-              .group_by(FaceRecord.identity_id).subquery())
+    counts = (
+        select(FaceRecord.identity_id, func.count(FaceRecord.id).label("n")).group_by(FaceRecord.identity_id).subquery()
+    )
     rows = session.execute(
-        select(Identity, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.identity_id == Identity.id)
-        .order_by(Identity.id).offset(offset).limit(limit))
+        select(Identity, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.identity_id == Identity.id)
+        .order_by(Identity.id)
+        .offset(offset)
+        .limit(limit)
+    )
     return [(identity, int(n)) for identity, n in rows]
 
 
@@ -37,11 +43,25 @@ def count_identities(*, session: Session) -> int:
     return session.scalar(select(func.count(Identity.id))) or 0
 
 
-def add_face(*, session: Session, identity: Identity, embedding: np.ndarray, model_version: str,
-             box: list[float], det_score: float, source: str) -> FaceRecord:
+def add_face(
+    *,
+    session: Session,
+    identity: Identity,
+    embedding: np.ndarray,
+    model_version: str,
+    box: list[float],
+    det_score: float,
+    source: str,
+) -> FaceRecord:
     """Insert a face row and flush, so its primary key (the FAISS id) is known."""
-    face = FaceRecord(identity=identity, embedding=np.asarray(embedding, np.float32).tobytes(),
-                      model_version=model_version, box=box, det_score=det_score, source=source)
+    face = FaceRecord(
+        identity=identity,
+        embedding=np.asarray(embedding, np.float32).tobytes(),
+        model_version=model_version,
+        box=box,
+        det_score=det_score,
+        source=source,
+    )
     session.add(face)
     session.flush()
     return face
@@ -68,8 +88,11 @@ def purge_journal(*, session: Session) -> None:
 
 def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(face ids, identity ids, vectors) of every face made by ``model_version``, ordered by face id."""
-    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
-                           .where(FaceRecord.model_version == model_version).order_by(FaceRecord.id)).all()
+    rows = session.execute(
+        select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
+        .where(FaceRecord.model_version == model_version)
+        .order_by(FaceRecord.id)
+    ).all()
     ids = np.array([r[0] for r in rows], np.int64)
     owners = np.array([r[1] for r in rows], np.int64)
     vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)

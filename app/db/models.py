@@ -1,4 +1,5 @@
 """ORM tables. The FAISS id of a vector is the primary key of its ``faces`` row."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -39,7 +40,8 @@ class Identity(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     faces: Mapped[list[FaceRecord]] = relationship(
-        back_populates="identity", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceRecord.id")
+        back_populates="identity", cascade="all, delete-orphan", passive_deletes=True, order_by="FaceRecord.id"
+    )
 
 
 class FaceRecord(Base):

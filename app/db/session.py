@@ -1,4 +1,5 @@
 """Engine, sessions and schema migration."""
+
 from __future__ import annotations
 
 from pathlib import Path

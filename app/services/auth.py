@@ -3,6 +3,7 @@
 A key is 32 random bytes (URL-safe base64 behind a ``frk_`` prefix), so a plain SHA-256 is enough:
 there is nothing to brute-force that a slow password hash would protect.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,9 @@ class KeyStore:
             raise InvalidParameter("a key needs a non-blank name saying who or what uses it", parameter="name")
         key = new_key()
         with self.sessions() as session:
-            record = crud.add_api_key(session=session, name=name.strip(), role=role, key_hash=hash_key(key),
-                                      prefix=key[: len(KEY_PREFIX) + 6])
+            record = crud.add_api_key(
+                session=session, name=name.strip(), role=role, key_hash=hash_key(key), prefix=key[: len(KEY_PREFIX) + 6]
+            )
             session.commit()
         return record, key
 
@@ -85,8 +87,9 @@ class KeyStore:
         if not self.enabled:
             return Principal("insecure-dev-mode", "admin")
         if not key:
-            raise MissingApiKey("this endpoint needs an API key in the X-API-Key header; create one with "
-                                "`python -m app.keys create`")
+            raise MissingApiKey(
+                "this endpoint needs an API key in the X-API-Key header; create one with `python -m app.keys create`"
+            )
         presented = hash_key(key)
         # compare_digest: the time taken does not depend on how much of the key matched.
         if self._admin_hash and hmac.compare_digest(presented, self._admin_hash):
@@ -98,6 +101,9 @@ class KeyStore:
                 raise InvalidApiKey("the X-API-Key is not a valid, unrevoked key")
             principal = Principal(record.name, record.role)
         if need not in ROLES[principal.role]:
-            raise Forbidden(f"key {principal.name!r} has role {principal.role!r}; this endpoint needs an "
-                            f"{need!r} key", role=principal.role, needed=need)
+            raise Forbidden(
+                f"key {principal.name!r} has role {principal.role!r}; this endpoint needs an {need!r} key",
+                role=principal.role,
+                needed=need,
+            )
         return principal

@@ -1,5 +1,6 @@
 """Domain errors. Each carries a stable ``code``, a message that names the bad value and the fix,
 and the HTTP status the API layer maps it to."""
+
 from __future__ import annotations
 
 

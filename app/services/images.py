@@ -1,4 +1,5 @@
 """Upload decoding: bytes in, an RGB uint8 array out, or a clear error."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,9 @@ class DecodedImage:
     scale: float = 1.0
 
 
-def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int,
-                 work_side: int | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes, filename: str, *, max_bytes: int, max_pixels: int, work_side: int | None = None
+) -> DecodedImage:
     """Decode an upload, honouring EXIF rotation; grayscale and alpha images become RGB.
 
     The pixel count is checked from the header before any pixel is decoded, so a small file that
@@ -33,28 +35,39 @@ def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int,
     phone photo's 12 Mpx only to shrink them for the detector.
     """
     if not data:
-        raise EmptyUpload(f"upload {filename!r} is empty (0 bytes); send a JPEG, PNG, WebP or BMP photo",
-                          image=filename)
+        raise EmptyUpload(
+            f"upload {filename!r} is empty (0 bytes); send a JPEG, PNG, WebP or BMP photo", image=filename
+        )
     if len(data) > max_bytes:
-        raise ImageTooLarge(f"upload {filename!r} is {len(data):,} bytes; the limit is {max_bytes:,} "
-                            "(FACEREC_MAX_UPLOAD_BYTES)", image=filename, limit=max_bytes)
+        raise ImageTooLarge(
+            f"upload {filename!r} is {len(data):,} bytes; the limit is {max_bytes:,} (FACEREC_MAX_UPLOAD_BYTES)",
+            image=filename,
+            limit=max_bytes,
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"upload {filename!r} claims too many pixels ({exc})", image=filename,
-                            limit=max_pixels) from None
+        raise ImageTooLarge(
+            f"upload {filename!r} claims too many pixels ({exc})", image=filename, limit=max_pixels
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidImage(f"upload {filename!r} is not a readable image ({exc}); send a JPEG, PNG, WebP or BMP",
-                           image=filename) from None
+        raise InvalidImage(
+            f"upload {filename!r} is not a readable image ({exc}); send a JPEG, PNG, WebP or BMP", image=filename
+        ) from None
     if image.format not in ALLOWED_FORMATS:
-        raise InvalidImage(f"upload {filename!r} is {image.format}; allowed formats are {sorted(ALLOWED_FORMATS)}",
-                           image=filename)
+        raise InvalidImage(
+            f"upload {filename!r} is {image.format}; allowed formats are {sorted(ALLOWED_FORMATS)}", image=filename
+        )
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageTooLarge(f"upload {filename!r} is {width}x{height} pixels; the limit is {max_pixels:,} pixels "
-                            "(FACEREC_MAX_IMAGE_PIXELS)", image=filename, limit=max_pixels)
+        raise ImageTooLarge(
+            f"upload {filename!r} is {width}x{height} pixels; the limit is {max_pixels:,} pixels "
+            "(FACEREC_MAX_IMAGE_PIXELS)",
+            image=filename,
+            limit=max_pixels,
+        )
     scale = 1.0
     if work_side and image.format == "JPEG" and max(width, height) >= 2 * work_side:
         ratio = work_side / max(width, height)
@@ -64,5 +77,6 @@ def decode_image(data: bytes, filename: str, *, max_bytes: int, max_pixels: int,
         image = ImageOps.exif_transpose(image)
         return DecodedImage(np.asarray(image.convert("RGB")), scale)
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
-        raise InvalidImage(f"upload {filename!r} is corrupt or truncated ({exc}); re-export the photo",
-                           image=filename) from None
+        raise InvalidImage(
+            f"upload {filename!r} is corrupt or truncated ({exc}); re-export the photo", image=filename
+        ) from None

@@ -18,6 +18,7 @@ is reused only if the header's generation and count equal the database's and the
 file; otherwise it is rebuilt from the database. A crash between the two renames leaves a header
 whose CRC does not match: rebuilt, never wrongly reused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,9 @@ class VectorIndex:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
 
     def _hnsw(self) -> faiss.Index:
-        graph = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.params.hnsw_m,
-                                  faiss.METRIC_INNER_PRODUCT)
+        graph = faiss.IndexHNSWSQ(
+            self.dim, faiss.ScalarQuantizer.QT_fp16, self.params.hnsw_m, faiss.METRIC_INNER_PRODUCT
+        )
         graph.hnsw.efConstruction = self.params.ef_construction
         graph.hnsw.efSearch = self.params.ef_search
         return faiss.IndexIDMap2(graph)
@@ -97,8 +99,7 @@ class VectorIndex:
         n = len(self)
         if self.kind == "exact":
             return n > self.params.exact_max
-        return (n <= self.params.exact_max // 2 or len(self.tombstones) > 0.1 * self.index.ntotal
-                or self.revived)
+        return n <= self.params.exact_max // 2 or len(self.tombstones) > 0.1 * self.index.ntotal or self.revived
 
     def set_ef_search(self, ef: int) -> None:
         if self.kind == "hnsw":
@@ -132,7 +133,7 @@ class VectorIndex:
         codes = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
         size = storage.code_size
         for row in np.flatnonzero(np.isin(faiss.vector_to_array(self.index.id_map), np.asarray(ids, np.int64))):
-            codes[row * size:(row + 1) * size] = 0
+            codes[row * size : (row + 1) * size] = 0
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (similarities, ids) per query row; ids are -1 past the index's size."""
@@ -145,8 +146,9 @@ class VectorIndex:
             if self._excluded is None:  # up to a tenth of the graph: not rebuilt on every query
                 dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
                 self._excluded = (dead, faiss.IDSelectorNot(dead))  # keep both alive: Not refers to dead
-            params = faiss.SearchParametersHNSW(sel=self._excluded[1],
-                                                efSearch=faiss.downcast_index(self.index.index).hnsw.efSearch)
+            params = faiss.SearchParametersHNSW(
+                sel=self._excluded[1], efSearch=faiss.downcast_index(self.index.index).hnsw.efSearch
+            )
             return self.index.search(queries, k, params=params)
         return self.index.search(queries, k)
 
@@ -173,8 +175,14 @@ class VectorIndex:
         """Write the index, then its header (generation, count, CRC), each atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, lambda tmp: faiss.write_index(self.index, str(tmp)))
-        header = {"generation": int(generation), "count": len(self), "kind": self.kind, "dim": self.dim,
-                  "tombstones": sorted(self.tombstones), "crc32": file_crc32(self.path)}
+        header = {
+            "generation": int(generation),
+            "count": len(self),
+            "kind": self.kind,
+            "dim": self.dim,
+            "tombstones": sorted(self.tombstones),
+            "crc32": file_crc32(self.path),
+        }
         _atomic_write(self.header_path, lambda tmp: tmp.write_text(json.dumps(header)))
 
     def rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -183,8 +191,7 @@ class VectorIndex:
         self.tombstones, self.revived, self._excluded = set(), False, None
         self.add(ids, vectors)
 
-    def load_or_rebuild(self, generation: int, count: int,
-                        fetch: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
+    def load_or_rebuild(self, generation: int, count: int, fetch: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
         """Reuse the saved index if its header matches the database's ``generation`` and ``count`` and
         its CRC the file; else rebuild from ``fetch()`` (the database's ids and vectors) and save.
 
@@ -193,8 +200,9 @@ class VectorIndex:
         """
         reason = self._try_load(generation, count)
         if reason is None:
-            log.info("index %s matches the database (generation %d, %d vectors, %s)", self.path, generation,
-                     count, self.kind)
+            log.info(
+                "index %s matches the database (generation %d, %d vectors, %s)", self.path, generation, count, self.kind
+            )
             return True
         log.warning("rebuilding the index from the database (%d vectors): %s", count, reason)
         ids, vectors = fetch()
@@ -209,8 +217,10 @@ class VectorIndex:
         try:
             header = json.loads(self.header_path.read_text())
             if (header.get("generation"), header.get("count"), header.get("dim")) != (generation, count, self.dim):
-                return (f"saved index is of generation {header.get('generation')} with {header.get('count')} "
-                        f"vectors; the database is at generation {generation} with {count}")
+                return (
+                    f"saved index is of generation {header.get('generation')} with {header.get('count')} "
+                    f"vectors; the database is at generation {generation} with {count}"
+                )
             if file_crc32(self.path) != header.get("crc32"):
                 return "saved index file does not match its checksum (corrupt, or a save was interrupted)"
             loaded = faiss.read_index(str(self.path))

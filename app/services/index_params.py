@@ -1,5 +1,6 @@
 """How the vector index is chosen and searched; apart from ``index.py`` so that reading the
 settings (``app.config``) does not load FAISS."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Enrolment, identification and the gallery: the service's logic, free of HTTP."""
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,11 @@ def threshold_for_fpr(table: dict[float, float], fpr: float) -> float:
     """Similarity threshold for ``fpr``, interpolated in log(FPR) between calibrated points."""
     fprs = sorted(table)
     if not fprs[0] <= fpr <= fprs[-1]:
-        raise InvalidParameter(f"fpr={fpr:g} is outside the calibrated range [{fprs[0]:g}, {fprs[-1]:g}]; "
-                               "pick a value inside it (default 1e-3)", parameter="fpr")
+        raise InvalidParameter(
+            f"fpr={fpr:g} is outside the calibrated range [{fprs[0]:g}, {fprs[-1]:g}]; "
+            "pick a value inside it (default 1e-3)",
+            parameter="fpr",
+        )
     xs = [math.log10(f) for f in fprs]
     return float(np.interp(math.log10(fpr), xs, [table[f] for f in fprs]))
 
@@ -77,8 +81,10 @@ class RecognitionService:
         self.model_version = pipeline.version
         self.thresholds = pipeline.embedder.card.thresholds()
         if not self.thresholds:
-            raise ValueError(f"model card of {settings.weights} has no calibrated thresholds; "
-                             "run training.evaluate --update-card on it")
+            raise ValueError(
+                f"model card of {settings.weights} has no calibrated thresholds; "
+                "run training.evaluate --update-card on it"
+            )
         self.index = VectorIndex(pipeline.embedder.dim, settings.index_path, settings.index_params)
         # One lock orders every index access: FAISS is not safe for a search during an add/remove,
         # and writes must change the database and the index together.
@@ -99,16 +105,20 @@ class RecognitionService:
             count = crud.count_faces_of_version(session=session, model_version=self.model_version)
             stale = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
         if stale:
-            log.warning("%d enrolled faces were made by another model version and are not searchable; "
-                        "re-enroll them for %s", stale, self.model_version)
+            log.warning(
+                "%d enrolled faces were made by another model version and are not searchable; re-enroll them for %s",
+                stale,
+                self.model_version,
+            )
         with self.lock:
             self.index_reused = self.index.load_or_rebuild(generation, count, self._database_vectors)
         return self.index_reused
 
     def _database_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         with self.sessions() as session:
-            ids, _, vectors = crud.embeddings(session=session, model_version=self.model_version,
-                                              dim=self.pipeline.embedder.dim)
+            ids, _, vectors = crud.embeddings(
+                session=session, model_version=self.model_version, dim=self.pipeline.embedder.dim
+            )
         return ids, vectors
 
     def _save_index(self, generation: int, removed: bool = False) -> None:
@@ -141,6 +151,7 @@ class RecognitionService:
 
     def start_saver(self) -> None:
         """A daemon thread that saves a large index at most every ``index_save_interval_s``."""
+
         def run() -> None:
             while not self._stop.wait(self.settings.index_save_interval_s):
                 self.flush_index()
@@ -158,11 +169,17 @@ class RecognitionService:
     # -- inference helpers --------------------------------------------------------------------
     def decode(self, upload: Upload) -> DecodedImage:
         # Large JPEGs are decoded reduced, but never below the side the detector works at.
-        return decode_image(upload.data, upload.filename, max_bytes=self.settings.max_upload_bytes,
-                            max_pixels=self.settings.max_image_pixels, work_side=self.pipeline.detector.max_side)
+        return decode_image(
+            upload.data,
+            upload.filename,
+            max_bytes=self.settings.max_upload_bytes,
+            max_pixels=self.settings.max_image_pixels,
+            work_side=self.pipeline.detector.max_side,
+        )
 
-    def faces(self, upload: Upload, timings: Timings | None = None,
-              min_face: int | None = None) -> tuple[list[Face], int]:
+    def faces(
+        self, upload: Upload, timings: Timings | None = None, min_face: int | None = None
+    ) -> tuple[list[Face], int]:
         """Faces of an upload (capped at ``max_faces``) and how many were found in all; boxes and
         points are in the uploaded photo's pixels. ``min_face`` overrides the detector's smallest face."""
         timings = Timings() if timings is None else timings
@@ -176,20 +193,28 @@ class RecognitionService:
     # -- enrolment ----------------------------------------------------------------------------
     def _check_enroll_params(self, name: str | None, identity_id: int | None, uploads: list[Upload]) -> None:
         if (name is None) == (identity_id is None):
-            raise InvalidParameter("give exactly one of 'name' (a new identity) or 'identity_id' (add faces "
-                                   "to an existing one)", parameter="name")
+            raise InvalidParameter(
+                "give exactly one of 'name' (a new identity) or 'identity_id' (add faces to an existing one)",
+                parameter="name",
+            )
         if name is not None and not (0 < len(name.strip()) <= self.settings.max_name_length):
-            raise InvalidParameter(f"name must be 1-{self.settings.max_name_length} characters, not blank; "
-                                   f"got {len(name)} characters", parameter="name")
+            raise InvalidParameter(
+                f"name must be 1-{self.settings.max_name_length} characters, not blank; got {len(name)} characters",
+                parameter="name",
+            )
         if not uploads:
             raise InvalidParameter("no images: send one or more files in the 'images' field", parameter="images")
         if len(uploads) > self.settings.max_images_per_enroll:
-            raise InvalidParameter(f"{len(uploads)} images sent; at most {self.settings.max_images_per_enroll} "
-                                   "per request (FACEREC_MAX_IMAGES_PER_ENROLL); send the rest in another request with "
-                                   "identity_id", parameter="images")
+            raise InvalidParameter(
+                f"{len(uploads)} images sent; at most {self.settings.max_images_per_enroll} "
+                "per request (FACEREC_MAX_IMAGES_PER_ENROLL); send the rest in another request with "
+                "identity_id",
+                parameter="images",
+            )
 
-    def enroll(self, *, name: str | None, identity_id: int | None,
-               uploads: list[Upload]) -> tuple[Identity, list[FaceRecord], int]:
+    def enroll(
+        self, *, name: str | None, identity_id: int | None, uploads: list[Upload]
+    ) -> tuple[Identity, list[FaceRecord], int]:
         """Add one face per image to a new or existing identity: all images or none.
 
         Returns the identity, the new face records and the identity's face count after the change.
@@ -205,20 +230,34 @@ class RecognitionService:
             found, total = self.faces(upload, min_face=min_face)
             if total != 1:
                 error = NoFaceFound if total == 0 else MultipleFaces
-                raise error(f"image {upload.filename!r} has {total} faces of at least {min_face} px; each "
-                            "enrolment image must show exactly one (a smaller face is not enrolled: use a closer "
-                            "photo, or lower FACEREC_ENROLL_MIN_FACE)", image=upload.filename, faces=total)
+                raise error(
+                    f"image {upload.filename!r} has {total} faces of at least {min_face} px; each "
+                    "enrolment image must show exactly one (a smaller face is not enrolled: use a closer "
+                    "photo, or lower FACEREC_ENROLL_MIN_FACE)",
+                    image=upload.filename,
+                    faces=total,
+                )
             faces.append((upload.filename, found[0]))
         return self._store(name, identity_id, faces)
 
-    def _store(self, name: str | None, identity_id: int | None,
-               faces: list[tuple[str, Face]]) -> tuple[Identity, list[FaceRecord], int]:
+    def _store(
+        self, name: str | None, identity_id: int | None, faces: list[tuple[str, Face]]
+    ) -> tuple[Identity, list[FaceRecord], int]:
         """Write rows and vectors together: the index is only kept if the commit succeeds."""
         with self.lock, self.sessions() as session:
             identity = self._target_identity(session, name, identity_id)
-            records = [crud.add_face(session=session, identity=identity, embedding=f.embedding,
-                                     model_version=self.model_version, box=[float(v) for v in f.box],
-                                     det_score=f.score, source=filename[:255]) for filename, f in faces]
+            records = [
+                crud.add_face(
+                    session=session,
+                    identity=identity,
+                    embedding=f.embedding,
+                    model_version=self.model_version,
+                    box=[float(v) for v in f.box],
+                    det_score=f.score,
+                    source=filename[:255],
+                )
+                for filename, f in faces
+            ]
             ids = np.array([r.id for r in records], np.int64)
             generation = crud.generation(session=session)  # inside the transaction: exactly this write's
             self.index.add(ids, np.stack([f.embedding for _, f in faces]))
@@ -227,8 +266,9 @@ class RecognitionService:
             except IntegrityError:
                 self.index.remove(ids)
                 session.rollback()
-                raise IdentityExists(f"an identity named {name!r} already exists; pass its identity_id to add "
-                                     "faces to it", name=name) from None
+                raise IdentityExists(
+                    f"an identity named {name!r} already exists; pass its identity_id to add faces to it", name=name
+                ) from None
             except BaseException:
                 self.index.remove(ids)
                 raise
@@ -239,21 +279,25 @@ class RecognitionService:
         if identity_id is not None:
             identity = crud.get_identity(session=session, identity_id=identity_id)
             if identity is None:
-                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
-                                      identity_id=identity_id)
+                raise UnknownIdentity(
+                    f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
+                )
             return identity
         existing = crud.get_identity_by_name(session=session, name=name)
         if existing is not None:
-            raise IdentityExists(f"an identity named {name!r} already exists (id {existing.id}); pass "
-                                 f"identity_id={existing.id} to add faces to it", identity_id=existing.id, name=name)
+            raise IdentityExists(
+                f"an identity named {name!r} already exists (id {existing.id}); pass "
+                f"identity_id={existing.id} to add faces to it",
+                identity_id=existing.id,
+                name=name,
+            )
         return crud.create_identity(session=session, name=name)
 
     # -- identification -----------------------------------------------------------------------
     def identify(self, *, upload: Upload, top_k: int, fpr: float | None) -> IdentifyResult:
         """Every face in the photo with its top-k identities and the match at the requested FPR."""
         if not 1 <= top_k <= self.settings.max_top_k:
-            raise InvalidParameter(f"top_k={top_k} must be between 1 and {self.settings.max_top_k}",
-                                   parameter="top_k")
+            raise InvalidParameter(f"top_k={top_k} must be between 1 and {self.settings.max_top_k}", parameter="top_k")
         fpr = self.settings.default_fpr if fpr is None else fpr
         threshold = threshold_for_fpr(self.thresholds, fpr)
         timings = Timings()
@@ -266,14 +310,23 @@ class RecognitionService:
                 queries = np.stack([f.embedding for f in faces])
                 sims, ids = self.index.search(queries, top_k * 8)
             candidates = self._candidates(queries, sims, ids, top_k)
-        identified = [IdentifiedFace(f, c, c[0] if c and c[0].similarity > threshold else None)
-                      for f, c in zip(faces, candidates)]
-        skipped = [{"reason": f"only the {self.settings.max_faces} highest-scoring faces are processed "
-                              "(FACEREC_MAX_FACES)", "count": total - len(faces)}] if total > len(faces) else []
+        identified = [
+            IdentifiedFace(f, c, c[0] if c and c[0].similarity > threshold else None) for f, c in zip(faces, candidates)
+        ]
+        skipped = (
+            [
+                {
+                    "reason": f"only the {self.settings.max_faces} highest-scoring faces are processed "
+                    "(FACEREC_MAX_FACES)",
+                    "count": total - len(faces),
+                }
+            ]
+            if total > len(faces)
+            else []
+        )
         return IdentifyResult(identified, threshold, fpr, total, skipped, timings)
 
-    def _candidates(self, queries: np.ndarray, sims: np.ndarray, ids: np.ndarray,
-                    top_k: int) -> list[list[Candidate]]:
+    def _candidates(self, queries: np.ndarray, sims: np.ndarray, ids: np.ndarray, top_k: int) -> list[list[Candidate]]:
         """Each query's best ``top_k`` identities, scored as the model card says.
 
         The index ranks by cosine; a cohort-scoring model re-scores those nearest faces with the
@@ -284,14 +337,20 @@ class RecognitionService:
         with self.sessions() as session:
             owner = crud.identities_of_faces(session=session, face_ids=valid)
             names = crud.identity_names(session=session, identity_ids=sorted(set(owner.values())))
-            stored = (crud.face_embeddings(session=session, face_ids=valid, dim=embedder.dim)
-                      if embedder.card.scoring["method"] != "cosine" else {})
+            stored = (
+                crud.face_embeddings(session=session, face_ids=valid, dim=embedder.dim)
+                if embedder.card.scoring["method"] != "cosine"
+                else {}
+            )
         if stored:
             rescored_sims, rescored_ids = [], []
             for query, row_ids in zip(queries, ids):
                 keep = [int(i) for i in row_ids if int(i) in stored]
-                scores = (embedder.score(query[None], np.stack([stored[i] for i in keep]))[0]
-                          if keep else np.zeros(0, np.float32))
+                scores = (
+                    embedder.score(query[None], np.stack([stored[i] for i in keep]))[0]
+                    if keep
+                    else np.zeros(0, np.float32)
+                )
                 order = np.argsort(-scores, kind="stable")
                 rescored_sims.append(scores[order])
                 rescored_ids.append(np.array(keep, np.int64)[order])
@@ -316,8 +375,9 @@ class RecognitionService:
         with self.sessions() as session:
             identity = crud.get_identity(session=session, identity_id=identity_id)
             if identity is None:
-                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
-                                      identity_id=identity_id)
+                raise UnknownIdentity(
+                    f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
+                )
             return identity, list(identity.faces)
 
     def delete_identity(self, identity_id: int) -> int:
@@ -325,8 +385,9 @@ class RecognitionService:
         with self.lock, self.sessions() as session:
             identity = crud.get_identity(session=session, identity_id=identity_id)
             if identity is None:
-                raise UnknownIdentity(f"no identity with id {identity_id}; list them at GET /identities",
-                                      identity_id=identity_id)
+                raise UnknownIdentity(
+                    f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
+                )
             ids = np.array(crud.face_ids(session=session, identity_id=identity_id), np.int64)
             crud.delete_identity(session=session, identity=identity)
             generation = crud.generation(session=session)
@@ -345,15 +406,21 @@ class RecognitionService:
     def gallery_idrate(self) -> dict | None:
         """The seed's TPR@FPR over the enrolled faces; ``None`` until two identities have two faces."""
         with self.sessions() as session:
-            ids, owners, vectors = crud.embeddings(session=session, model_version=self.model_version,
-                                                   dim=self.pipeline.embedder.dim)
+            ids, owners, vectors = crud.embeddings(
+                session=session, model_version=self.model_version, dim=self.pipeline.embedder.dim
+            )
         people, counts = np.unique(owners, return_counts=True)
         multi = set(people[counts >= 2].tolist())
         if len(multi) < 2:
             return None
         is_query = np.array([o in multi for o in owners])
-        points = idrate(vectors[is_query], owners[is_query], vectors[~is_query], REPORT_FPRS,
-                        self.pipeline.embedder.score)
-        return {"faces": len(ids), "query_faces": int(is_query.sum()),
-                "distractor_faces": int((~is_query).sum()), "identities_with_2_plus_faces": len(multi),
-                "idrate": [vars(p) for p in points]}
+        points = idrate(
+            vectors[is_query], owners[is_query], vectors[~is_query], REPORT_FPRS, self.pipeline.embedder.score
+        )
+        return {
+            "faces": len(ids),
+            "query_faces": int(is_query.sum()),
+            "distractor_faces": int((~is_query).sum()),
+            "identities_with_2_plus_faces": len(multi),
+            "idrate": [vars(p) for p in points],
+        }

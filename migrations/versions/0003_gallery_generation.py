@@ -8,6 +8,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -27,8 +28,7 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO gallery_state (id, generation) VALUES (1, 0)")
     for event in ("INSERT", "UPDATE", "DELETE"):
-        op.execute(f"CREATE TRIGGER faces_{event.lower()}_generation AFTER {event} ON faces "
-                   f"BEGIN {BUMP}; END")
+        op.execute(f"CREATE TRIGGER faces_{event.lower()}_generation AFTER {event} ON faces BEGIN {BUMP}; END")
 
 
 def downgrade() -> None:

@@ -1,4 +1,5 @@
 """Enrol, identify and embed: the routes that take photos."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -29,7 +30,9 @@ def enroll(
     service: ServiceDep,
     images: Annotated[list[UploadFile], File(description="one or more photos, each with exactly one face")],
     name: Annotated[str | None, Form(description="name of a new identity")] = None,
-    identity_id: Annotated[int | None, Form(ge=1, le=2**63 - 1, description="existing identity to add faces to")] = None,
+    identity_id: Annotated[
+        int | None, Form(ge=1, le=2**63 - 1, description="existing identity to add faces to")
+    ] = None,
 ) -> EnrollOut:
     """Store one face embedding per photo for a new (``name``) or existing (``identity_id``) identity."""
     uploads = [read_upload(f, service.settings.max_upload_bytes) for f in images]
@@ -43,8 +46,9 @@ def identify(
     response: Response,
     image: Annotated[UploadFile, File(description="a photo with any number of faces")],
     top_k: Annotated[int, Form(description="candidates per face")] = 5,
-    fpr: Annotated[float | None, Form(description="false-positive rate the match threshold is set for "
-                                                  "(default 1e-3)")] = None,
+    fpr: Annotated[
+        float | None, Form(description="false-positive rate the match threshold is set for (default 1e-3)")
+    ] = None,
 ) -> IdentifyOut:
     """Every face in the photo with its top-k enrolled identities and the match (or null: unknown).
 
@@ -62,5 +66,8 @@ def embed(
 ) -> EmbedOut:
     """Every face in the photo with its box, five points and L2-normalised embedding."""
     faces, total = service.faces(read_upload(image, service.settings.max_upload_bytes))
-    return EmbedOut(faces=[EmbeddedFaceOut(**detected(f), embedding=[float(v) for v in f.embedding]) for f in faces],
-                    faces_found=total, model_version=service.model_version)
+    return EmbedOut(
+        faces=[EmbeddedFaceOut(**detected(f), embedding=[float(v) for v in f.embedding]) for f in faces],
+        faces_found=total,
+        model_version=service.model_version,
+    )

@@ -1,4 +1,5 @@
 """The gallery: list, inspect and delete identities."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -15,23 +16,35 @@ IdentityId = Annotated[int, Path(ge=1, le=2**63 - 1, description="identity id")]
 
 
 @router.get("", response_model=list[IdentityOut], responses=AUTH_ERRORS, dependencies=[READ])
-def list_identities(service: ServiceDep, offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[IdentityOut]:
+def list_identities(
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[IdentityOut]:
     """Enrolled identities by id, with their face counts."""
     return [identity_out(i, n) for i, n in service.list_identities(offset=offset, limit=limit)]
 
 
-@router.get("/{identity_id}", response_model=IdentityDetailOut, responses={404: {"model": ErrorOut}, **AUTH_ERRORS},
-            dependencies=[READ])
+@router.get(
+    "/{identity_id}",
+    response_model=IdentityDetailOut,
+    responses={404: {"model": ErrorOut}, **AUTH_ERRORS},
+    dependencies=[READ],
+)
 def get_identity(service: ServiceDep, identity_id: IdentityId) -> IdentityDetailOut:
     """One identity and its face records (no photos are stored)."""
     identity, faces = service.get_identity(identity_id)
-    return IdentityDetailOut(**identity_out(identity, len(faces)).model_dump(),
-                             faces=[face_record_out(f) for f in faces])
+    return IdentityDetailOut(
+        **identity_out(identity, len(faces)).model_dump(), faces=[face_record_out(f) for f in faces]
+    )
 
 
-@router.delete("/{identity_id}", response_model=DeleteOut, responses={404: {"model": ErrorOut}, **AUTH_ERRORS},
-               dependencies=[ADMIN])
+@router.delete(
+    "/{identity_id}",
+    response_model=DeleteOut,
+    responses={404: {"model": ErrorOut}, **AUTH_ERRORS},
+    dependencies=[ADMIN],
+)
 def delete_identity(service: ServiceDep, identity_id: IdentityId) -> DeleteOut:
     """Delete an identity, its rows and its vectors in the index."""
     return DeleteOut(id=identity_id, faces_deleted=service.delete_identity(identity_id))

@@ -1,4 +1,5 @@
 """Health and metrics."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -13,8 +14,13 @@ router = APIRouter(tags=["system"])
 def health(service: ServiceDep, request: Request) -> HealthOut:
     """Liveness plus what is loaded: device, model version, gallery size, whether keys are checked.
     The only endpoint that needs no API key."""
-    return HealthOut(status="ok", device=str(service.pipeline.embedder.device), model_version=service.model_version,
-                     auth="api_key" if request.app.state.keys.enabled else "disabled", **service.counts())
+    return HealthOut(
+        status="ok",
+        device=str(service.pipeline.embedder.device),
+        model_version=service.model_version,
+        auth="api_key" if request.app.state.keys.enabled else "disabled",
+        **service.counts(),
+    )
 
 
 @router.get("/metrics/idrate", responses={code: {"model": ErrorOut} for code in (401, 403)}, dependencies=[READ])
