@@ -101,6 +101,18 @@ class HealthOut(BaseModel):
     auth: str = Field(description="'api_key', or 'disabled' in insecure development mode")
     identities: int
     faces_indexed: int
+    faces_other_model: int = Field(
+        description="enrolled faces made by another model version: never searched, since vectors of two "
+        "models cannot be compared; GET /identities/outdated lists whom to re-enrol"
+    )
+
+
+class OutdatedIdentityOut(BaseModel):
+    id: int
+    name: str
+    outdated_faces: int = Field(description="faces made by another model version (not searched)")
+    current_faces: int = Field(description="faces made by the loaded model (searched)")
+    outdated_versions: list[str]
 
 
 def identity_out(identity: Identity, face_count: int) -> IdentityOut:

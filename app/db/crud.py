@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, FaceRecord, GalleryState, Identity, utcnow
@@ -110,6 +110,29 @@ def count_faces_of_version(*, session: Session, model_version: str) -> int:
 
 def count_faces_of_other_versions(*, session: Session, model_version: str) -> int:
     return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.model_version != model_version)) or 0
+
+
+def outdated_identities(*, session: Session, model_version: str) -> list[tuple[Identity, int, int, list[str]]]:
+    """Identities holding faces made by another model version: (identity, faces of other versions,
+    faces of ``model_version``, the other versions), by id."""
+    other = func.sum(case((FaceRecord.model_version != model_version, 1), else_=0))
+    current = func.sum(case((FaceRecord.model_version == model_version, 1), else_=0))
+    rows = session.execute(
+        select(Identity, other, current)
+        .join(FaceRecord, FaceRecord.identity_id == Identity.id)
+        .group_by(Identity.id)
+        .having(other > 0)
+        .order_by(Identity.id)
+    ).all()
+    versions: dict[int, list[str]] = {}
+    for identity_id, version in session.execute(
+        select(FaceRecord.identity_id, FaceRecord.model_version)
+        .where(FaceRecord.model_version != model_version)
+        .distinct()
+        .order_by(FaceRecord.identity_id, FaceRecord.model_version)
+    ):
+        versions.setdefault(identity_id, []).append(version)
+    return [(identity, int(n_other), int(n_current), versions[identity.id]) for identity, n_other, n_current in rows]
 
 
 def identity_names(*, session: Session, identity_ids: list[int]) -> dict[int, str]:

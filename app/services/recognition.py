@@ -401,7 +401,13 @@ class RecognitionService:
     def counts(self) -> dict:
         with self.sessions() as session:
             identities = crud.count_identities(session=session)
-        return {"identities": identities, "faces_indexed": len(self.index)}
+            other = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
+        return {"identities": identities, "faces_indexed": len(self.index), "faces_other_model": other}
+
+    def outdated_identities(self) -> list[tuple[Identity, int, int, list[str]]]:
+        """Identities with faces the loaded model did not make (never searched: re-enrol them)."""
+        with self.sessions() as session:
+            return crud.outdated_identities(session=session, model_version=self.model_version)
 
     def gallery_idrate(self) -> dict | None:
         """The seed's TPR@FPR over the enrolled faces; ``None`` until two identities have two faces."""

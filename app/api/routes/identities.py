@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from app.api.deps import ADMIN, READ, ServiceDep
-from app.api.schemas import DeleteOut, ErrorOut, IdentityDetailOut, IdentityOut, face_record_out, identity_out
+from app.api.schemas import (
+    DeleteOut,
+    ErrorOut,
+    IdentityDetailOut,
+    IdentityOut,
+    OutdatedIdentityOut,
+    face_record_out,
+    identity_out,
+)
 
 router = APIRouter(prefix="/identities", tags=["identities"])
 AUTH_ERRORS = {code: {"model": ErrorOut} for code in (401, 403)}
@@ -23,6 +31,17 @@ def list_identities(
 ) -> list[IdentityOut]:
     """Enrolled identities by id, with their face counts."""
     return [identity_out(i, n) for i, n in service.list_identities(offset=offset, limit=limit)]
+
+
+@router.get("/outdated", response_model=list[OutdatedIdentityOut], responses=AUTH_ERRORS, dependencies=[ADMIN])
+def outdated_identities(service: ServiceDep) -> list[OutdatedIdentityOut]:
+    """Identities holding faces made by another model version, which are never searched (vectors of two
+    models cannot be compared). Re-enrol each from its photos with ``identity_id``; an identity with no
+    current faces cannot be identified until then."""
+    return [
+        OutdatedIdentityOut(id=i.id, name=i.name, outdated_faces=n, current_faces=c, outdated_versions=v)
+        for i, n, c, v in service.outdated_identities()
+    ]
 
 
 @router.get(
