@@ -1,4 +1,5 @@
 """The README stays true to the code: every setting the service reads is in its settings table."""
+
 from __future__ import annotations
 
 import re
