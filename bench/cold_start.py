@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.config import DEFAULT_WEIGHTS  # noqa: E402
 from app.db.session import make_engine, upgrade_database  # noqa: E402
 from app.services.index import VectorIndex  # noqa: E402
 from app.testing import LiveServer  # noqa: E402
 from bench.index_scale import GalleryModel, real_embeddings  # noqa: E402
+from models import DEFAULT_WEIGHTS  # noqa: E402
 from models.embedder import ModelCard  # noqa: E402
 from training.config import data_root  # noqa: E402
 

@@ -31,8 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.config import DEFAULT_WEIGHTS  # noqa: E402
 from app.services.index import IndexParams, VectorIndex  # noqa: E402
+from models import DEFAULT_WEIGHTS  # noqa: E402
 from models.embedder import Embedder  # noqa: E402
 from training.config import data_root  # noqa: E402
 

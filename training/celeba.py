@@ -247,7 +247,14 @@ def _link_tree(target: Path, members: dict[str, list[Path]]) -> None:
 
 
 def finalise(
-    rows: list[Row], out: Path, base: Path, base_src: Path, weights: Path, min_agreement: float, duplicate_cosine: float
+    rows: list[Row],
+    out: Path,
+    base: Path,
+    base_src: Path,
+    weights: Path,
+    min_agreement: float,
+    duplicate_cosine: float,
+    landmarks: Path = DEFAULT_LANDMARK_WEIGHTS,
 ) -> dict:
     """Stage 2: checks, merges, the held-out split and the ``train/`` and ``heldout/`` trees."""
     records = _records(out)
@@ -326,6 +333,9 @@ def finalise(
     counts = np.array(sorted(len(f) for f in heldout.values()) or [0])
     train_counts = np.array([len(f) for f in train.values()])
     report = {
+        "base": str(base),
+        "landmarks": str(landmarks),
+        "heldout_rule": "training.splits",
         "manifest_photos": len(rows),
         "already_in_shared_set": len(rows) - len(expected),
         "photos_read": len(expected) - status.get("missing_blob", 0),
@@ -419,7 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     if count > 1:
         log.info("shard %s done; run once more without --shard to check, merge and write train/", args.shard)
         return
-    report = finalise(rows, out, base, base_src, args.weights, args.min_agreement, args.duplicate_cosine)
+    report = finalise(
+        rows, out, base, base_src, args.weights, args.min_agreement, args.duplicate_cosine, args.landmarks
+    )
     summary = {
         k: v
         for k, v in report.items()

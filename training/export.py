@@ -58,9 +58,32 @@ def reproduce_config(name: str, run: Path) -> str:
 
 
 def realigned_with(data_dir: Path) -> str | None:
-    """The landmark weights ``training.realign`` re-aligned ``data_dir`` with (from its summaries)."""
+    """The landmark weights ``training.realign`` (or ``training.celeba``) aligned ``data_dir`` with."""
     summaries = sorted(data_dir.glob("realign_*of*.json"))
-    return json.loads(summaries[0].read_text())["landmarks"] if summaries else None
+    if summaries:
+        return json.loads(summaries[0].read_text())["landmarks"]
+    build = celeba_build(data_dir)
+    return build["landmarks"] if build else None
+
+
+def celeba_build(data_dir: Path) -> dict | None:
+    """The report ``training.celeba`` left beside a training tree it built (``<out>/train``)."""
+    path = data_dir.parent / "build.json"
+    return json.loads(path.read_text()) if data_dir.name == "train" and path.exists() else None
+
+
+def celeba_summary(build: dict) -> dict:
+    """What the card says of a training set built by ``training.celeba``: sources, counts, the split."""
+    return {
+        "source": "CelebA (Liu et al., ICCV 2015; research use only) photos listed in "
+        "FACEREC_DATA/celeba/manifest.tsv.gz, read from public git repositories, merged with the shared set",
+        "manifest_photos": build["manifest_photos"],
+        "status": build["status"],
+        "dropped_disagreeing": build["dropped_disagreeing"],
+        "identities_merged_away": build["identities_merged_away"],
+        "train": build["train"],
+        "heldout": {**build["heldout"], "rule": "training.splits: sha1('celeba:<id>') % 20 == 0, never trained on"},
+    }
 
 
 def export_cohort(head_state: dict, out: Path, top_k: int) -> dict:
@@ -98,7 +121,14 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
     scoring = export_cohort(state["head"], out, cohort_top_k) if cohort_top_k else {"method": "cosine"}
     landmarks = realigned_with(cfg.resolved_data_dir())
     reproduce = f"python -m training.train --config {reproduce_config(cfg.name, run)}"
-    if landmarks:
+    build = celeba_build(cfg.resolved_data_dir())
+    if build:
+        reproduce = (
+            f"python -m training.realign --landmarks {landmarks} --out {build['base']} && "
+            f"python -m training.celeba --git SOURCE=DIR ... --base {build['base']} --out "
+            f"{Path(cfg.data_dir).parent} && {reproduce}"
+        )
+    elif landmarks:
         reproduce = f"python -m training.realign --landmarks {landmarks} --out {cfg.data_dir} && {reproduce}"
     card = {
         "name": cfg.name,
@@ -125,6 +155,7 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
             "identities": len(classes),
             "identity_fraction": cfg.identity_fraction,
             "realigned_with": landmarks,  # None: the shared crops, aligned from MTCNN's five points
+            **({"celeba": celeba_summary(build)} if build else {}),
         },
         "loss": {"name": cfg.loss, **cfg.loss_kwargs},
         "config": cfg.to_dict(),

@@ -23,10 +23,12 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from models import metrics
 from models.embedder import Embedder
+from models.inputs import resize_crop
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.heldout")
@@ -53,21 +55,38 @@ def list_people(root: Path) -> dict[str, list[str]]:
     return people
 
 
+def webp_roundtrip(crop: np.ndarray, size: int, quality: int) -> np.ndarray:
+    """The crop as ``training.gpu_pack`` carries it: at the network's input size, through lossy WebP."""
+    ok, buf = cv2.imencode(".webp", resize_crop(crop, size), [cv2.IMWRITE_WEBP_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("WebP encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
 def embed_people(
-    embedder: Embedder, root: Path, people: dict[str, list[str]], cache_dir: Path | None = None, batch: int = 256
+    embedder: Embedder,
+    root: Path,
+    people: dict[str, list[str]],
+    cache_dir: Path | None = None,
+    batch: int = 256,
+    webp_quality: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Unit embedding of every crop (the card's flip TTA), cached by model version and file list."""
+    """Unit embedding of every crop (the card's flip TTA), cached by model version and file list.
+    ``webp_quality`` > 0 first passes each crop through :func:`webp_roundtrip` (what packing costs)."""
     names = [n for imgs in people.values() for n in imgs]
-    key = hashlib.sha1((f"{embedder.version}|{embedder.card.flip_tta}|" + "|".join(names)).encode()).hexdigest()[:16]
+    tag = f"{embedder.version}|{embedder.card.flip_tta}|{webp_quality}|"
+    key = hashlib.sha1((tag + "|".join(names)).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / "embeddings" / f"heldout_{key}.npy" if cache_dir else None
+
+    def load(path: Path) -> np.ndarray:
+        crop = read_rgb(path)
+        return webp_roundtrip(crop, embedder.card.input_size, webp_quality) if webp_quality else crop
+
     if cache and cache.exists():
         vectors = np.load(cache)
     else:
         vectors = np.concatenate(
-            [
-                embedder.embed([read_rgb(Path(root) / n) for n in names[i : i + batch]])
-                for i in range(0, len(names), batch)
-            ]
+            [embedder.embed([load(Path(root) / n) for n in names[i : i + batch]]) for i in range(0, len(names), batch)]
         )
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -140,9 +159,11 @@ def fpr_check(thresholds: dict[str, float], negatives: np.ndarray, fprs=(1e-2, 1
     ]
 
 
-def evaluate_heldout(embedder: Embedder, root: Path = DEFAULT_HELDOUT, cache_dir: Path | None = None) -> dict:
+def evaluate_heldout(
+    embedder: Embedder, root: Path = DEFAULT_HELDOUT, cache_dir: Path | None = None, webp_quality: int = 0
+) -> dict:
     people = list_people(root)
-    emb = embed_people(embedder, root, people, cache_dir)
+    emb = embed_people(embedder, root, people, cache_dir, webp_quality=webp_quality)
     result = idrate_metrics(emb, people, embedder.score)
     result["scoring"] = embedder.card.scoring
     result["model"] = {"name": embedder.card.name, "version": embedder.version}
@@ -156,9 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout", type=Path, default=DEFAULT_HELDOUT)
     parser.add_argument("--out", type=Path, default=None, help="write metrics.json here")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "facerec")
+    parser.add_argument(
+        "--webp-quality", type=int, default=0, help="measure crops packed as WebP of this quality (training.gpu_pack)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = evaluate_heldout(Embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
+    result = evaluate_heldout(Embedder(args.weights), args.heldout.expanduser(), args.cache_dir, args.webp_quality)
     result.pop("_curves")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
