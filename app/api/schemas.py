@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.db.models import FaceRecord, Identity
-from app.services.recognition import Candidate, IdentifyResult
+from app.services.recognition import Candidate, IdentifyResult, VerifyResult
 from models.types import Face
 
 
@@ -79,6 +79,25 @@ class IdentifyOut(BaseModel):
     model_version: str
 
 
+class IdentityRefOut(BaseModel):
+    id: int
+    name: str
+
+
+class VerifyOut(BaseModel):
+    same: bool = Field(description="score above the threshold calibrated for fpr: the same person")
+    score: float = Field(description="the model card's score (cohort-normalised cosine for the shipped card)")
+    threshold: float
+    fpr: float
+    face_a: DetectedFaceOut = Field(description="the highest-scoring face of image_a, the one compared")
+    faces_found_a: int
+    face_b: DetectedFaceOut | None = Field(None, description="the highest-scoring face of image_b")
+    faces_found_b: int | None = None
+    identity: IdentityRefOut | None = Field(None, description="the enrolled identity compared with")
+    faces_compared: int = Field(description="faces of the identity scored (its best counts); 1 for two photos")
+    model_version: str
+
+
 class EmbeddedFaceOut(DetectedFaceOut):
     embedding: list[float]
 
@@ -113,6 +132,22 @@ class OutdatedIdentityOut(BaseModel):
     outdated_faces: int = Field(description="faces made by another model version (not searched)")
     current_faces: int = Field(description="faces made by the loaded model (searched)")
     outdated_versions: list[str]
+
+
+def verify_out(result: VerifyResult, model_version: str) -> VerifyOut:
+    return VerifyOut(
+        same=result.same,
+        score=round(result.score, 5),
+        threshold=round(result.threshold, 5),
+        fpr=result.fpr,
+        face_a=DetectedFaceOut(**detected(result.face_a)),
+        faces_found_a=result.faces_found_a,
+        face_b=None if result.face_b is None else DetectedFaceOut(**detected(result.face_b)),
+        faces_found_b=result.faces_found_b,
+        identity=None if result.identity is None else IdentityRefOut(id=result.identity.id, name=result.identity.name),
+        faces_compared=result.faces_compared,
+        model_version=model_version,
+    )
 
 
 def identity_out(identity: Identity, face_count: int) -> IdentityOut:

@@ -99,6 +99,21 @@ def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.nd
     return ids, owners, vectors
 
 
+def identity_embeddings(
+    *, session: Session, identity_id: int, model_version: str, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(face ids, identity ids, vectors) of one identity's faces made by ``model_version``."""
+    rows = session.execute(
+        select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
+        .where(FaceRecord.model_version == model_version, FaceRecord.identity_id == identity_id)
+        .order_by(FaceRecord.id)
+    ).all()
+    ids = np.array([r[0] for r in rows], np.int64)
+    owners = np.array([r[1] for r in rows], np.int64)
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
+    return ids, owners, vectors
+
+
 def generation(*, session: Session) -> int:
     """The gallery's change counter (moved by triggers on the faces table, in the same transaction)."""
     return session.scalar(select(GalleryState.generation).where(GalleryState.id == 1)) or 0

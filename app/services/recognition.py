@@ -58,6 +58,27 @@ class IdentifyResult:
     timings: Timings = field(default_factory=Timings)
 
 
+@dataclass
+class VerifyResult:
+    """1:1 comparison: the best face of photo A against photo B's best face, or against every face
+    of an enrolled identity made by the loaded model (its best score counts, as in /identify)."""
+
+    score: float
+    threshold: float
+    fpr: float
+    face_a: Face
+    faces_found_a: int
+    face_b: Face | None = None
+    faces_found_b: int | None = None
+    identity: Identity | None = None
+    faces_compared: int = 1
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def same(self) -> bool:
+        return self.score > self.threshold
+
+
 def threshold_for_fpr(table: dict[float, float], fpr: float) -> float:
     """Similarity threshold for ``fpr``, interpolated in log(FPR) between calibrated points."""
     fprs = sorted(table)
@@ -365,6 +386,63 @@ class RecognitionService:
             ranked = sorted(best.items(), key=lambda kv: -kv[1])[:top_k]
             result.append([Candidate(p, names[p], s) for p, s in ranked])
         return result
+
+    # -- verification -------------------------------------------------------------------------
+    def _best_face(self, upload: Upload, field_name: str, timings: Timings) -> tuple[Face, int]:
+        """The highest-scoring face of an upload, and how many were found; no face is a 422 that
+        names the photo."""
+        faces, total = self.faces(upload, timings)
+        if not faces:
+            raise NoFaceFound(
+                f"no face found in {field_name} ({upload.filename!r}); send a photo where a face is visible "
+                f"and at least {self.settings.detector_min_face} px (FACEREC_DETECTOR_MIN_FACE)",
+                image=upload.filename,
+                field=field_name,
+            )
+        return faces[0], total
+
+    def verify(
+        self, *, upload_a: Upload, upload_b: Upload | None, identity_id: int | None, fpr: float | None
+    ) -> VerifyResult:
+        """Are these the same person? The card's score and its threshold at ``fpr`` (default as /identify)."""
+        if (upload_b is None) == (identity_id is None):
+            raise InvalidParameter(
+                "send image_a and either image_b (a second photo) or identity_id (an enrolled identity), "
+                "not both and not neither",
+                parameter="image_b",
+            )
+        fpr = self.settings.default_fpr if fpr is None else fpr
+        threshold = threshold_for_fpr(self.thresholds, fpr)
+        timings = Timings()
+        face_a, found_a = self._best_face(upload_a, "image_a", timings)
+        score = self.pipeline.embedder.score
+        if upload_b is not None:
+            face_b, found_b = self._best_face(upload_b, "image_b", timings)
+            value = float(score(face_a.embedding[None], face_b.embedding[None])[0, 0])
+            return VerifyResult(value, threshold, fpr, face_a, found_a, face_b, found_b, timings=timings)
+        with self.sessions() as session:
+            identity = crud.get_identity(session=session, identity_id=identity_id)
+            if identity is None:
+                raise UnknownIdentity(
+                    f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
+                )
+            ids, _, vectors = crud.identity_embeddings(
+                session=session,
+                identity_id=identity_id,
+                model_version=self.model_version,
+                dim=self.pipeline.embedder.dim,
+            )
+        if not len(ids):
+            raise InvalidParameter(
+                f"identity {identity_id} ({identity.name!r}) has no face made by the loaded model "
+                f"{self.model_version}; re-enrol it (GET /identities/outdated lists such identities)",
+                parameter="identity_id",
+            )
+        with timings.stage("search"):
+            value = float(score(face_a.embedding[None], vectors)[0].max())
+        return VerifyResult(
+            value, threshold, fpr, face_a, found_a, identity=identity, faces_compared=len(ids), timings=timings
+        )
 
     # -- gallery ------------------------------------------------------------------------------
     def list_identities(self, *, offset: int, limit: int) -> list[tuple[Identity, int]]:

@@ -13,10 +13,12 @@ from app.api.schemas import (
     EnrollOut,
     ErrorOut,
     IdentifyOut,
+    VerifyOut,
     detected,
     face_record_out,
     identify_out,
     identity_out,
+    verify_out,
 )
 from app.api.uploads import read_upload
 
@@ -57,6 +59,33 @@ def identify(
     result = service.identify(upload=upload, top_k=top_k, fpr=fpr)
     response.headers["Server-Timing"] = result.timings.header()
     return identify_out(result, service.model_version)
+
+
+@router.post("/verify", response_model=VerifyOut, responses=ERRORS, dependencies=[READ])
+def verify(
+    service: ServiceDep,
+    response: Response,
+    image_a: Annotated[UploadFile, File(description="a photo; its highest-scoring face is compared")],
+    image_b: Annotated[UploadFile | None, File(description="a second photo (or give identity_id)")] = None,
+    identity_id: Annotated[
+        int | None, Form(ge=1, le=2**63 - 1, description="an enrolled identity (or give image_b)")
+    ] = None,
+    fpr: Annotated[
+        float | None, Form(description="false-positive rate the decision threshold is set for (default 1e-3)")
+    ] = None,
+) -> VerifyOut:
+    """1:1 verification: the same person or not, with the service's own score (the model card's, which a
+    client cannot reproduce from /embed vectors) and the threshold calibrated for ``fpr``. Against an
+    identity, its best-scoring face made by the loaded model counts."""
+    limit = service.settings.max_upload_bytes
+    result = service.verify(
+        upload_a=read_upload(image_a, limit),
+        upload_b=None if image_b is None else read_upload(image_b, limit),
+        identity_id=identity_id,
+        fpr=fpr,
+    )
+    response.headers["Server-Timing"] = result.timings.header()
+    return verify_out(result, service.model_version)
 
 
 @router.post("/embed", response_model=EmbedOut, responses=ERRORS, dependencies=[READ])
