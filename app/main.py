@@ -7,6 +7,7 @@ else CPU) and the vector index checked against the database.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 import torch
@@ -20,6 +21,7 @@ from app.config import Settings, get_settings
 from app.db.session import make_engine, make_session_factory, upgrade_database
 from app.services.auth import KeyStore
 from app.services.recognition import RecognitionService
+from app.telemetry import RequestMetrics, Telemetry
 from models.pipeline import build_pipeline
 
 log = logging.getLogger("app")
@@ -54,7 +56,7 @@ def build_keys(settings: Settings, sessions) -> KeyStore:
     return keys
 
 
-def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
+def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tuple[RecognitionService, KeyStore]:
     """Everything the service needs, loaded once: the key store first (it fails fast), then the models."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
@@ -69,8 +71,9 @@ def build_service(settings: Settings) -> tuple[RecognitionService, KeyStore]:
     threadpool_limits(1, user_api="blas")
     pipeline = build_pipeline(settings.pipeline_config, device)
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
-    service = RecognitionService(settings, pipeline, sessions)
+    service = RecognitionService(settings, pipeline, sessions, telemetry)
     service.sync_index()
+    service.telemetry.follow_gallery(lambda: len(service.index), lambda: service.counts()["identities"])
     service.start_saver()
     return service, keys
 
@@ -79,9 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
 
+    telemetry = Telemetry()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.service, app.state.keys = build_service(settings)
+        t0 = time.perf_counter()
+        app.state.service, app.state.keys = build_service(settings, telemetry)
+        telemetry.startup.set(time.perf_counter() - t0)
         yield
         app.state.service.close()
 
@@ -91,8 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         description="Self-hosted face recognition: enrol people, identify faces in photos.",
     )
+    app.state.telemetry = telemetry
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics, telemetry=telemetry)  # outermost: counts refused requests too
     for module in (faces, identities, system):
         app.include_router(module.router)
     return app

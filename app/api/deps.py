@@ -23,6 +23,9 @@ def get_service(request: Request) -> RecognitionService:
 
 def _requires(need: str):
     def check(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> Principal:
+        if key is None:  # the same key as a bearer token, as Prometheus and many HTTP clients send it
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
         return request.app.state.keys.authenticate(key, need)
 
     check.__name__ = f"require_{need}_key"

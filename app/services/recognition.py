@@ -17,6 +17,7 @@ from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
 from app.services.images import DecodedImage, decode_image
 from app.services.index import VectorIndex
+from app.telemetry import Telemetry
 from models.metrics import idrate
 from models.pipeline import FacePipeline
 from models.timing import Timings
@@ -95,8 +96,11 @@ def threshold_for_fpr(table: dict[float, float], fpr: float) -> float:
 class RecognitionService:
     """Owns the pipeline, the index and the database sessions. Loaded once at start-up."""
 
-    def __init__(self, settings: Settings, pipeline: FacePipeline, sessions: sessionmaker) -> None:
+    def __init__(
+        self, settings: Settings, pipeline: FacePipeline, sessions: sessionmaker, telemetry: Telemetry | None = None
+    ) -> None:
         self.settings = settings
+        self.telemetry = telemetry or Telemetry()
         self.pipeline = pipeline
         self.sessions = sessions
         self.model_version = pipeline.version
@@ -204,11 +208,14 @@ class RecognitionService:
         """Faces of an upload (capped at ``max_faces``) and how many were found in all; boxes and
         points are in the uploaded photo's pixels. ``min_face`` overrides the detector's smallest face."""
         timings = Timings() if timings is None else timings
+        before = dict(timings)
         with timings.stage("decode"):
             image = self.decode(upload)
         detections = self.pipeline.detect(image.pixels, timings, min_face)
         kept = detections[: self.settings.max_faces]
         faces = self.pipeline.embed_detections(image.pixels, kept, timings)
+        self.telemetry.observe_stages({k: v - before.get(k, 0.0) for k, v in timings.items()})
+        self.telemetry.faces.observe(len(detections))
         return [f if image.scale == 1.0 else f.rescaled(1.0 / image.scale) for f in faces], len(detections)
 
     # -- enrolment ----------------------------------------------------------------------------
@@ -331,9 +338,13 @@ class RecognitionService:
                 queries = np.stack([f.embedding for f in faces])
                 sims, ids = self.index.search(queries, top_k * 8)
             candidates = self._candidates(queries, sims, ids, top_k)
+        self.telemetry.observe_stages({"search": timings["search"]})
         identified = [
             IdentifiedFace(f, c, c[0] if c and c[0].similarity > threshold else None) for f, c in zip(faces, candidates)
         ]
+        matched = sum(f.match is not None for f in identified)
+        self.telemetry.identified.labels("match").inc(matched)
+        self.telemetry.identified.labels("unknown").inc(len(identified) - matched)
         skipped = (
             [
                 {

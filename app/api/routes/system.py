@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import READ, ServiceDep
 from app.api.schemas import ErrorOut, HealthOut
@@ -21,6 +22,27 @@ def health(service: ServiceDep, request: Request) -> HealthOut:
         auth="api_key" if request.app.state.keys.enabled else "disabled",
         **service.counts(),
     )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **{code: {"model": ErrorOut} for code in (401, 403)}},
+    dependencies=[READ],
+)
+def prometheus(request: Request) -> Response:
+    """Prometheus text format: requests, latencies per route and pipeline stage, faces per photo,
+    matches vs unknown, gallery size, model and start-up time. Needs a read key (``X-API-Key``, or
+    ``Authorization: Bearer <key>`` as Prometheus sends it)."""
+    service, telemetry = request.app.state.service, request.app.state.telemetry
+    telemetry.model.info(
+        {
+            "version": service.model_version,
+            "device": str(service.pipeline.embedder.device),
+            "index_kind": service.index.kind,
+        }
+    )
+    return Response(telemetry.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/metrics/idrate", responses={code: {"model": ErrorOut} for code in (401, 403)}, dependencies=[READ])
