@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.celeba import agreement, main, read_manifest, union_groups
+from training.celeba import agreement, duplicate_pairs, main, read_manifest, union_groups
 from training.splits import celeba_folder, hash_selects, is_heldout
 
 pytestmark = pytest.mark.slow
@@ -183,3 +183,11 @@ def test_agreement_flags_the_odd_one_out_and_union_joins_transitively():
     scores = agreement(rows)
     assert scores.argmin() == 4 and scores[:4].min() > 0.8
     assert union_groups(5, [(0, 1), (3, 1), (2, 4)]) == [0, 0, 2, 0, 2]
+
+
+def test_duplicates_are_mutual_nearest_identities_so_look_alikes_cannot_chain():
+    # a-b are one person (0.95); c is close to b (0.85) but b's nearest is a; d-e are far apart.
+    angles = np.radians([0.0, 18.0, 50.0, 120.0, 200.0])
+    means = np.stack([np.cos(angles), np.sin(angles)], 1)
+    assert duplicate_pairs(means, 0.8) == [(0, 1)]
+    assert duplicate_pairs(means, 0.96) == []
