@@ -204,7 +204,7 @@ def gallery() -> None:
 def gallery_list(ctx: click.Context, search: str | None, as_json: bool) -> None:
     try:
         with client(ctx.parent) as api:
-            people = [i for i in api.all_identities() if not search or search.lower() in i["name"].lower()]
+            people = list(api.all_identities(search=search))
     except ApiError as e:
         fail(e)
     if as_json:

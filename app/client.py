@@ -91,13 +91,14 @@ class FacerecClient:
     def embed(self, photo: Photo) -> dict:
         return self._call("POST", "/embed", files=_files("image", [photo]))
 
-    def identities(self, *, offset: int = 0, limit: int = 100) -> list[dict]:
-        return self._call("GET", "/identities", params={"offset": offset, "limit": limit})
+    def identities(self, *, offset: int = 0, limit: int = 100, search: str | None = None) -> list[dict]:
+        params = {"offset": offset, "limit": limit, **({"search": search} if search else {})}
+        return self._call("GET", "/identities", params=params)
 
-    def all_identities(self, page: int = 500) -> Iterator[dict]:
-        """Every identity, fetched a page at a time."""
+    def all_identities(self, page: int = 500, search: str | None = None) -> Iterator[dict]:
+        """Every identity (whose name contains ``search``), fetched a page at a time."""
         offset = 0
-        while batch := self.identities(offset=offset, limit=page):
+        while batch := self.identities(offset=offset, limit=page, search=search):
             yield from batch
             offset += len(batch)
 
@@ -109,6 +110,9 @@ class FacerecClient:
 
     def outdated_identities(self) -> list[dict]:
         return self._call("GET", "/identities/outdated")
+
+    def whoami(self) -> dict:
+        return self._call("GET", "/whoami")
 
     def idrate(self) -> dict:
         return self._call("GET", "/metrics/idrate")

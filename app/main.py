@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from app.api.errors import install_error_handlers
@@ -25,6 +28,7 @@ from app.telemetry import RequestMetrics, Telemetry
 from models.pipeline import build_pipeline
 
 log = logging.getLogger("app")
+UI_DIR = Path(__file__).resolve().parent / "ui"
 
 
 def pick_device(setting: str) -> torch.device:
@@ -104,6 +108,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, telemetry=telemetry)  # outermost: counts refused requests too
     for module in (faces, identities, system):
         app.include_router(module.router)
+    # The web console: static files shipped in the package, no CDN, no build step.
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/ui", include_in_schema=False)
+    def console() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import case, func, select, text
+from sqlalchemy import case, func, select, text, true
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, FaceRecord, GalleryState, Identity, utcnow
@@ -11,6 +11,11 @@ from app.db.models import ApiKey, FaceRecord, GalleryState, Identity, utcnow
 
 def get_identity(*, session: Session, identity_id: int) -> Identity | None:
     return session.get(Identity, identity_id)
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (its % and _ are not wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def get_identity_by_name(*, session: Session, name: str) -> Identity | None:
@@ -24,14 +29,17 @@ def create_identity(*, session: Session, name: str) -> Identity:
     return identity
 
 
-def list_identities(*, session: Session, offset: int = 0, limit: int = 100) -> list[tuple[Identity, int]]:
-    """Identities with their face counts, by id."""
+def list_identities(
+    *, session: Session, offset: int = 0, limit: int = 100, search: str | None = None
+) -> list[tuple[Identity, int]]:
+    """Identities with their face counts, by id; ``search``: only names containing it (any case)."""
     counts = (
         select(FaceRecord.identity_id, func.count(FaceRecord.id).label("n")).group_by(FaceRecord.identity_id).subquery()
     )
     rows = session.execute(
         select(Identity, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.identity_id == Identity.id)
+        .where(Identity.name.ilike(f"%{_escape_like(search)}%", escape="\\") if search else true())
         .order_by(Identity.id)
         .offset(offset)
         .limit(limit)

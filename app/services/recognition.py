@@ -456,9 +456,9 @@ class RecognitionService:
         )
 
     # -- gallery ------------------------------------------------------------------------------
-    def list_identities(self, *, offset: int, limit: int) -> list[tuple[Identity, int]]:
+    def list_identities(self, *, offset: int, limit: int, search: str | None = None) -> list[tuple[Identity, int]]:
         with self.sessions() as session:
-            return crud.list_identities(session=session, offset=offset, limit=limit)
+            return crud.list_identities(session=session, offset=offset, limit=limit, search=search)
 
     def get_identity(self, identity_id: int) -> tuple[Identity, list[FaceRecord]]:
         with self.sessions() as session:

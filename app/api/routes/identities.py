@@ -28,9 +28,10 @@ def list_identities(
     service: ServiceDep,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    search: Annotated[str | None, Query(max_length=200, description="only names containing this, any case")] = None,
 ) -> list[IdentityOut]:
-    """Enrolled identities by id, with their face counts."""
-    return [identity_out(i, n) for i, n in service.list_identities(offset=offset, limit=limit)]
+    """Enrolled identities by id, with their face counts (paged; optionally filtered by name)."""
+    return [identity_out(i, n) for i, n in service.list_identities(offset=offset, limit=limit, search=search)]
 
 
 @router.get("/outdated", response_model=list[OutdatedIdentityOut], responses=AUTH_ERRORS, dependencies=[ADMIN])

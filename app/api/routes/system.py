@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import READ, ServiceDep
 from app.api.schemas import ErrorOut, HealthOut
+from app.services.auth import Principal
 
 router = APIRouter(tags=["system"])
 
@@ -22,6 +25,12 @@ def health(service: ServiceDep, request: Request) -> HealthOut:
         auth="api_key" if request.app.state.keys.enabled else "disabled",
         **service.counts(),
     )
+
+
+@router.get("/whoami", responses={code: {"model": ErrorOut} for code in (401, 403)})
+def whoami(principal: Annotated[Principal, READ]) -> dict:
+    """The presented key's name and role (``read`` or ``admin``): what a client may show or offer."""
+    return {"name": principal.name, "role": principal.role}
 
 
 @router.get(
