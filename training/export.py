@@ -38,7 +38,8 @@ def git_commit() -> str:
 
 def training_summary(run: Path) -> dict:
     """Last logged loss / training accuracy and the median throughput of the run."""
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    records = [r for r in lines if "img_per_s" in r]  # training records (held-out ones are separate)
     if not records:
         return {}
     ips = sorted(r["img_per_s"] for r in records)
@@ -48,6 +49,11 @@ def training_summary(run: Path) -> dict:
         "final_train_acc": records[-1]["train_acc"],
         "median_img_per_s": ips[len(ips) // 2],
         "wall_clock_s": records[-1]["time"] - records[0]["time"],
+        **(
+            {"heldout_during_training": [r for r in lines if "heldout" in r]}
+            if any("heldout" in r for r in lines)
+            else {}
+        ),
     }
 
 
