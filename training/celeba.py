@@ -54,11 +54,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS
+from models import DEFAULT_LANDMARK_WEIGHTS, WEIGHTS_DIR
 from training.config import data_root
 from training.splits import celeba_folder, is_heldout, shared_celeba_ids
 
 log = logging.getLogger("training.celeba")
+#: The embedder the committed build was checked with; --min-agreement and --duplicate-cosine are on its scale.
+CHECK_WEIGHTS = WEIGHTS_DIR / "arcface_iresnet18_half_80_lm68_light.pt"
 
 
 @dataclass(frozen=True)
@@ -441,7 +443,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the shared training set, for its celeba_<id> people (default <FACEREC_DATA>/recognition/train)",
     )
     parser.add_argument("--landmarks", type=Path, default=DEFAULT_LANDMARK_WEIGHTS)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="embedder for the checks")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=CHECK_WEIGHTS,
+        help="embedder for the checks (default: the one the thresholds below were read with)",
+    )
     # Measured with the shipped embedder on the manifest (reports/celeba.md): a photo's cosine to the
     # mean of a *stranger's* photos has median 0.03 and 99th percentile 0.46; to its own identity's
     # other photos, median 0.67 and 2nd percentile 0.20. Below 0.2 a photo agrees with its identity
