@@ -52,7 +52,7 @@ def test_a_photo_against_an_enrolled_identity_uses_its_best_face(client, known: 
     # vectors are not the ones a photo-vs-photo call would make).
     service = client.app.state.service
     with service.sessions() as session:
-        _, _, stored = crud.identity_embeddings(
+        _, _, stored = crud.embeddings(
             session=session, identity_id=identity["id"], model_version=service.model_version, dim=512
         )
     query = np.array(client.post("/embed", files=files([probe], "image")).json()["faces"][0]["embedding"])

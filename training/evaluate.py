@@ -91,14 +91,14 @@ def compute_metrics(
 def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple[np.ndarray, np.ndarray]) -> None:
     """``metrics.json``, the plots and ``report.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    positives, negatives = result.pop("_curves")
+    positives, negatives = result["_curves"]
     plots.roc_plots(out, {card["name"]: roc})
     plots.similarity_histogram(
         out / "similarity_hist.png", positives, negatives, title=f"{card['name']}: LFW ID-rate pairs"
     )
     result["model"] = {"name": card["name"], "version": card["version"]}
     result["eval_seconds"] = seconds
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "_curves"}, indent=2))
     sc = result.get("scoring", {"method": "cosine"})
     scored = (
         "cosine similarity"
@@ -269,9 +269,7 @@ def run_evaluation(
     card = dict(
         pipeline.embedder.card.raw, flip_tta=pipeline.embedder.card.flip_tta, version=pipeline.version, alignment=how
     )
-    curves = result["_curves"]
     write_report(out, result, card, time.perf_counter() - t0, roc)
-    result["_curves"] = curves
     result["roc"] = roc
     return result
 

@@ -29,13 +29,11 @@ import numpy as np
 from models import metrics
 from models.embedder import Embedder
 from models.inputs import resize_crop
+from training.evaluate import CALIBRATION_FPRS, FPIRS, FPRS  # the same operating points as LFW's report
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.heldout")
 DEFAULT_HELDOUT = Path.home() / ".cache" / "facerec" / "celeba" / "heldout"
-FPRS = [1e-1, 1e-2, 1e-3, 1e-4]
-CALIBRATION_FPRS = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]
-FPIRS = [1e-1, 1e-2]
 
 
 def list_people(root: Path) -> dict[str, list[str]]:

@@ -94,28 +94,17 @@ def purge_journal(*, session: Session) -> None:
     session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
-def embeddings(*, session: Session, model_version: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(face ids, identity ids, vectors) of every face made by ``model_version``, ordered by face id."""
-    rows = session.execute(
-        select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
-        .where(FaceRecord.model_version == model_version)
-        .order_by(FaceRecord.id)
-    ).all()
-    ids = np.array([r[0] for r in rows], np.int64)
-    owners = np.array([r[1] for r in rows], np.int64)
-    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)
-    return ids, owners, vectors
-
-
-def identity_embeddings(
-    *, session: Session, identity_id: int, model_version: str, dim: int
+def embeddings(
+    *, session: Session, model_version: str, dim: int, identity_id: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(face ids, identity ids, vectors) of one identity's faces made by ``model_version``."""
-    rows = session.execute(
-        select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding)
-        .where(FaceRecord.model_version == model_version, FaceRecord.identity_id == identity_id)
-        .order_by(FaceRecord.id)
-    ).all()
+    """(face ids, identity ids, vectors) of every face made by ``model_version`` (of one identity when
+    ``identity_id`` is given), ordered by face id."""
+    query = select(FaceRecord.id, FaceRecord.identity_id, FaceRecord.embedding).where(
+        FaceRecord.model_version == model_version
+    )
+    if identity_id is not None:
+        query = query.where(FaceRecord.identity_id == identity_id)
+    rows = session.execute(query.order_by(FaceRecord.id)).all()
     ids = np.array([r[0] for r in rows], np.int64)
     owners = np.array([r[1] for r in rows], np.int64)
     vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), dim)

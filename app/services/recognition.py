@@ -437,7 +437,7 @@ class RecognitionService:
                 raise UnknownIdentity(
                     f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
                 )
-            ids, _, vectors = crud.identity_embeddings(
+            ids, _, vectors = crud.embeddings(
                 session=session,
                 identity_id=identity_id,
                 model_version=self.model_version,
