@@ -22,7 +22,24 @@ class Settings(BaseSettings):
 
     # Relative to the working directory, never to the installed package: an installed service must not
     # keep its database inside site-packages.
-    state_dir: Path = Field(Path("state"), description="where the SQLite database and FAISS index live")
+    state_dir: Path = Field(Path("state"), description="where the SQLite database and the index snapshots live")
+    database_url: str = Field(
+        "",
+        description="the source of truth: empty for the SQLite file state_dir/facerec.db (one machine), or "
+        "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB shared by any number of replicas",
+    )
+    database_timeout_s: float = Field(
+        5.0, gt=0, description="longest wait on the database (connect, pool, statement, lock) before a 503"
+    )
+    sync_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description="how often a replica polls the change log for other processes' writes; with "
+        "PostgreSQL, LISTEN/NOTIFY wakes it at once and this is the fallback",
+    )
+    change_log_keep: int = Field(
+        100_000, gt=0, description="change-log entries kept; a replica further behind rebuilds its index"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     weights: Path = _PIPELINE.weights
     detector_min_score: float = Field(_PIPELINE.detector_min_score, ge=0.0, le=1.0)
@@ -85,6 +102,17 @@ class Settings(BaseSettings):
         return path
 
     @model_validator(mode="after")
+    def _default_database(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.state_dir / 'facerec.db'}"
+        elif not self.database_url.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                f"FACEREC_DATABASE_URL={self.database_url!r}: use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, "
+                "or leave it empty for the SQLite file in FACEREC_STATE_DIR"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _landmarks_exist(self) -> "Settings":
         if self.aligner == "landmarks68" and not self.landmark_weights.exists():
             raise ValueError(
@@ -107,10 +135,6 @@ class Settings(BaseSettings):
     @property
     def index_params(self) -> IndexParams:
         return IndexParams(exact_max=self.index_exact_max, ef_search=self.index_ef_search)
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.state_dir / 'facerec.db'}"
 
     @property
     def index_path(self) -> Path:

@@ -1,4 +1,5 @@
-"""API keys from the command line, on the database in ``FACEREC_STATE_DIR``:
+"""API keys from the command line, on the service's database (``FACEREC_DATABASE_URL``, default the
+SQLite file in ``FACEREC_STATE_DIR``):
 
     python -m app.keys create --name ci --role admin     # prints the key once; store it safely
     python -m app.keys list
@@ -23,7 +24,7 @@ log = logging.getLogger("app.keys")
 
 def key_store(settings: Settings) -> KeyStore:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.database_timeout_s)
     upgrade_database(engine)
     return KeyStore(make_session_factory(engine), admin_key=None)
 

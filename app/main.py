@@ -63,7 +63,7 @@ def build_keys(settings: Settings, sessions) -> KeyStore:
 def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tuple[RecognitionService, KeyStore]:
     """Everything the service needs, loaded once: the key store first (it fails fast), then the models."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.database_timeout_s)
     upgrade_database(engine)
     sessions = make_session_factory(engine)
     keys = build_keys(settings, sessions)
@@ -78,7 +78,7 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
     service = RecognitionService(settings, pipeline, sessions, telemetry)
     service.sync_index()
     service.telemetry.follow_gallery(lambda: len(service.index), lambda: service.counts()["identities"])
-    service.start_saver()
+    service.start_background(engine)
     return service, keys
 
 

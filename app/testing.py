@@ -5,10 +5,12 @@ throwaway instance in a script. Not imported by the service itself."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,3 +112,77 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def postgres_bindir() -> Path | None:
+    """Where Debian's PostgreSQL server programs are (``initdb``, ``pg_ctl``), or ``None``."""
+    for candidate in [os.environ.get("FACEREC_PG_BINDIR", ""), *sorted(Path("/usr/lib/postgresql").glob("*/bin"))]:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in ``root`` (``initdb`` + ``pg_ctl``) on a free loopback port,
+    trusting local connections. PostgreSQL refuses to run as root: when we are root, the cluster is
+    made and run as the ``postgres`` user that Debian's package creates, in a folder of its own under
+    the system's temporary directory (a pytest ``tmp_path`` is private to root). ``cleanup()``
+    removes it."""
+
+    def __init__(self, user: str = "facerec") -> None:
+        self.bindir = postgres_bindir()
+        if self.bindir is None:
+            raise RuntimeError("PostgreSQL's server programs were not found: apt-get install postgresql")
+        self.root, self.user = Path(tempfile.mkdtemp(prefix="facerec-pg-")), user
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as = {}
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            self._as = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True, text=True, **self._as)
+        if check and done.returncode:
+            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        return done
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> PostgresServer:
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+            with open(self.data / "postgresql.conf", "a") as conf:
+                conf.write(
+                    f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.root}'\n"
+                    "fsync = off\nmax_connections = 200\n"
+                )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown: open sessions are cut, as when a database server goes away."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()

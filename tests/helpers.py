@@ -1,13 +1,13 @@
 """What several test files share: clients on the real app, the known people and their photos, and
-reading the database file directly. Test files import from here, never from each other."""
+reading the database directly. Test files import from here, never from each other."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
 
 from app.config import Settings
 from app.main import create_app
@@ -18,12 +18,16 @@ __all__ = [
     "EXPECTED",
     "FPR",
     "PEOPLE",
+    "database_generation",
     "database_state",
+    "database_url_for",
     "enroll_all",
     "files",
     "make_client",
     "matched_names",
     "one_face_photos",
+    "tiny_identity_tree",
+    "tiny_training_overrides",
     "top_candidates",
 ]
 
@@ -88,19 +92,72 @@ def one_face_photos(data: Path) -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in paths]
 
 
-def database_state(state: Path) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """{name: face count}, face ids and vectors, read straight from the SQLite file."""
-    with sqlite3.connect(state / "facerec.db") as db:
-        counts = dict(
-            db.execute(
-                "SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f ON f.identity_id = i.id GROUP BY i.id"
+def database_url_for(state: Path, database_url: str = "") -> str:
+    """The URL a service on ``state`` with ``FACEREC_DATABASE_URL=database_url`` uses."""
+    return database_url or f"sqlite:///{state / 'facerec.db'}"
+
+
+def database_state(state: Path, database_url: str = "") -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """{name: face count}, face ids and vectors, read straight from the database (not the service)."""
+    engine = create_engine(database_url_for(state, database_url))
+    try:
+        with engine.connect() as db:
+            counts = dict(
+                db.execute(
+                    text(
+                        "SELECT i.name, COUNT(f.id) FROM identities i LEFT JOIN faces f ON f.identity_id = i.id "
+                        "GROUP BY i.id, i.name"
+                    )
+                ).all()
             )
-        )
-        rows = db.execute("SELECT id, embedding FROM faces ORDER BY id").fetchall()
+            rows = db.execute(text("SELECT id, embedding FROM faces ORDER BY id")).all()
+    finally:
+        engine.dispose()
     ids = np.array([r[0] for r in rows], np.int64)
     vectors = (
-        np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+        np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32).reshape(len(rows), -1)
         if rows
         else np.zeros((0, 512), np.float32)
     )
     return counts, ids, vectors
+
+
+def database_generation(state: Path, database_url: str = "") -> int:
+    engine = create_engine(database_url_for(state, database_url))
+    try:
+        with engine.connect() as db:
+            return int(db.execute(text("SELECT generation FROM gallery_state")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def tiny_identity_tree(root: Path, people: int = 3, images: int = 5) -> Path:
+    """``people`` synthetic identities of ``images`` noisy copies of one random picture each."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for person in range(people):
+        folder = root / f"person_{person}"
+        folder.mkdir(parents=True)
+        base = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+        for i in range(images):
+            noisy = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{i}.jpg"), noisy)
+    return root
+
+
+def tiny_training_overrides(tree: Path, work: Path, steps: int) -> list[str]:
+    """``--set`` overrides for a seconds-long run of a tiny network on ``tree``."""
+    return [
+        f"data_dir={tree}",
+        f"out_dir={work / 'runs'}",
+        "name=tiny",
+        "arch=iresnet_tiny",
+        "input_size=32",
+        "embedding_dim=16",
+        f"steps={steps}",
+        "batch_size=8",
+        "warmup_steps=2",
+        f"cache_dir={work / 'cache'}",
+        "threads=1",
+    ]

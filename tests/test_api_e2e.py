@@ -14,13 +14,9 @@ from models.metrics import idrate
 from tests.helpers import EXPECTED, enroll_all, files, make_client, matched_names, top_candidates
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("e2e") / "state"
-
-
-def test_enroll_identify_delete_restart(known: Path, data: Path, state: Path):
-    with make_client(state) as client:
+def test_enroll_identify_delete_restart(known: Path, data: Path, tmp_path: Path, database_url: str):
+    state = tmp_path / "state"
+    with make_client(state, database_url=database_url) as client:
         ids = enroll_all(client, known)
         assert client.get("/health").json()["faces_indexed"] == 9
 
@@ -37,8 +33,9 @@ def test_enroll_identify_delete_restart(known: Path, data: Path, state: Path):
         assert "obama" not in matched_names(client, known / "test" / "obama1.jpg")
         assert client.get(f"/identities/{ids['obama']}").status_code == 404
 
-    # Restart on the same files: nothing lost, the saved index is reused.
-    with make_client(state) as client:
+    # Restart on the same database and state: nothing lost, the saved index is reused.
+    with make_client(state, database_url=database_url) as client:
+        assert client.app.state.service.index_reused
         listed = {i["name"]: i["face_count"] for i in client.get("/identities").json()}
         assert listed == {"alex_lacamoire": 1, "biden": 2, "kit_harington": 2, "rose_leslie": 2}
         assert client.get("/health").json()["faces_indexed"] == 7

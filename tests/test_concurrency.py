@@ -49,7 +49,7 @@ def client_script(server: LiveServer, k: int, photos) -> dict:
     return out
 
 
-def test_sixteen_concurrent_clients(tmp_path: Path, data: Path):
+def test_sixteen_concurrent_clients(tmp_path: Path, data: Path, database_url: str):
     photos = one_face_photos(data)
     state = tmp_path / "state"
     health_s: list[float] = []
@@ -63,7 +63,7 @@ def test_sixteen_concurrent_clients(tmp_path: Path, data: Path):
                 health_s.append(time.perf_counter() - t0)
                 time.sleep(0.05)
 
-    with LiveServer(state, tmp_path / "server.log") as server:
+    with LiveServer(state, tmp_path / "server.log", FACEREC_DATABASE_URL=database_url) as server:
         prober = threading.Thread(target=probe, args=(server,))
         prober.start()
         with ThreadPoolExecutor(CLIENTS) as pool:
@@ -81,7 +81,7 @@ def test_sixteen_concurrent_clients(tmp_path: Path, data: Path):
     # Exactly the acknowledged writes survive: each client's second identity, one face each.
     assert listed == {r["kept"]: 1 for r in results}
     assert health["faces_indexed"] == CLIENTS and health["identities"] == CLIENTS
-    _, ids, vectors = database_state(state)
+    _, ids, vectors = database_state(state, database_url)
     index = faiss.read_index(str(state / "faces.faiss"))
     assert checksum(
         faiss.vector_to_array(index.id_map).astype(np.int64), index.index.reconstruct_n(0, index.ntotal)

@@ -71,8 +71,8 @@ def stream(server: LiveServer, ledger: Ledger, photos, cycle: int, rng: random.R
                 return  # the server was killed
 
 
-def check_after_kill(state: Path, ledger: Ledger) -> None:
-    counts, _, _ = database_state(state)
+def check_after_kill(state: Path, database_url: str, ledger: Ledger) -> None:
+    counts, _, _ = database_state(state, database_url)
     for name, n in ledger.acked.items():
         if name in ledger.deleted:
             assert name not in counts, f"{name}: acknowledged delete, still in the database"
@@ -82,8 +82,8 @@ def check_after_kill(state: Path, ledger: Ledger) -> None:
         assert have == ledger.sent[name], f"{name}: half-written ({have} of {ledger.sent[name]} faces)"
 
 
-def check_after_restart(server: LiveServer, state: Path) -> None:
-    counts, ids, vectors = database_state(state)
+def check_after_restart(server: LiveServer, state: Path, database_url: str) -> None:
+    counts, ids, vectors = database_state(state, database_url)
     index = faiss.read_index(str(state / "faces.faiss"))
     index_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
     index_vectors = index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, 512), np.float32)
@@ -95,15 +95,15 @@ def check_after_restart(server: LiveServer, state: Path) -> None:
         assert {i["name"]: i["face_count"] for i in listed} == counts
 
 
-def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, data: Path):
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, data: Path, database_url: str):
     rng = random.Random(SEED)
     photos = one_face_photos(data)
     state, ledger = tmp_path / "state", Ledger()
-    server = LiveServer(state, tmp_path / "server.log")
+    server = LiveServer(state, tmp_path / "server.log", FACEREC_DATABASE_URL=database_url)
     for cycle in range(CYCLES):
         server.start()
         if cycle:
-            check_after_restart(server, state)
+            check_after_restart(server, state, database_url)
         stop = threading.Event()
         worker = threading.Thread(
             target=stream, args=(server, ledger, photos, cycle, random.Random(rng.random()), stop)
@@ -114,10 +114,10 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, data: Path):
         stop.set()
         worker.join(60)
         assert not worker.is_alive()
-        check_after_kill(state, ledger)
+        check_after_kill(state, database_url, ledger)
     server.start()
     try:
-        check_after_restart(server, state)
+        check_after_restart(server, state, database_url)
     finally:
         server.stop()
     log.info(

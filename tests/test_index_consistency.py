@@ -116,19 +116,29 @@ def test_index_agrees_with_database_across_restarts_and_is_rebuilt_when_tampered
     with make_client(state) as client:
         assert len(client.app.state.service.index) == 7
 
-    # A change made to the database behind the service's back moves the generation (triggers).
+    # A change made to the database behind the service's back is logged by the triggers (migration
+    # 0004): the snapshot catches up from the change log.
     with sqlite3.connect(state / "facerec.db") as db:
         face_id, blob = db.execute("SELECT id, embedding FROM faces ORDER BY id LIMIT 1").fetchone()
         changed = -np.frombuffer(blob, np.float32)
         db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (changed.tobytes(), face_id))
     with make_client(state) as client:
         service = client.app.state.service
-        assert not service.index_reused
+        assert service.index_reused and len(service.index) == 7
         assert service.index.search(changed[None], 1)[1][0, 0] == face_id
 
+    # ... unless the log no longer reaches back to the snapshot: then it is rebuilt.
+    with sqlite3.connect(state / "facerec.db") as db:
+        db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (blob, face_id))
+        db.execute("DELETE FROM gallery_changes")
+    with make_client(state) as client:
+        service = client.app.state.service
+        assert not service.index_reused and service.index.checksum() == db_checksum
 
-def test_index_rebuilt_after_a_write_the_index_never_saw(tmp_path: Path, known: Path):
-    """A crash between the database commit and the index save leaves a stale index file."""
+
+def test_stale_snapshot_catches_up_on_a_write_it_never_saw(tmp_path: Path, known: Path):
+    """A crash between the database commit and the index save leaves a stale snapshot: the change log
+    brings it up to date at the next start."""
     state = tmp_path / "state"
     with make_client(state) as client:
         enroll_all(client, known)
@@ -137,8 +147,10 @@ def test_index_rebuilt_after_a_write_the_index_never_saw(tmp_path: Path, known: 
     for path, raw in stale.items():  # index and header as they were before the last write
         path.write_bytes(raw)
     with make_client(state) as client:
-        assert not client.app.state.service.index_reused
+        assert client.app.state.service.index_reused
         assert len(client.app.state.service.index) == 10
+        assert "again" in {i["name"] for i in client.get("/identities").json()}
+        assert matched_names(client, known / "test" / "obama1.jpg") == ["obama"]
 
 
 def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_path: Path, known: Path):
@@ -154,8 +166,8 @@ def test_service_moves_to_hnsw_when_the_gallery_grows_and_restarts_on_it(tmp_pat
         assert json.loads((state / "faces.faiss.json").read_text())["generation"] < generation
         crashed = tmp_path / "crashed"
         shutil.copytree(state, crashed)
-    with make_client(crashed, index_exact_max=4) as client:
-        assert not client.app.state.service.index_reused and len(client.app.state.service.index) == 9
+    with make_client(crashed, index_exact_max=4) as client:  # caught up from the change log
+        assert client.app.state.service.index_reused and len(client.app.state.service.index) == 9
     with make_client(state, index_exact_max=4) as client:
         service = client.app.state.service
         assert service.index_reused and service.index.kind == "hnsw" and len(service.index) == 9

@@ -7,6 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.services.errors import ServiceError
@@ -29,6 +31,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("invalid_parameter", "; ".join(problems), fields=[str(e["loc"][-1]) for e in exc.errors()]),
             status_code=422,
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database is down, unreachable or too slow (every wait is bounded: app.db.session).
+        # Nothing was acknowledged, so nothing is lost; the client may retry.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        return JSONResponse(
+            error_body(
+                "database_unavailable",
+                "the database is unavailable or did not answer in time; the request was not acknowledged, retry it later",
+            ),
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -113,16 +113,28 @@ class DeleteOut(BaseModel):
     faces_deleted: int
 
 
+class ReplicaOut(BaseModel):
+    database: str = Field(description="'sqlite' or 'postgresql' (the source of truth)")
+    snapshot: str = Field(description="this process's index snapshot file in the state directory")
+    generation: int = Field(description="the gallery generation this replica's index reflects")
+    database_generation: int | None = Field(description="the database's generation (null while unreachable)")
+    lag: int | None = Field(description="changes the database has that this index has not applied yet")
+    listening: bool = Field(description="PostgreSQL only: woken by NOTIFY; else (or meanwhile) polling")
+
+
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="'ok', or 'degraded' (HTTP 503) while the database cannot be read")
     device: str
     model_version: str
     auth: str = Field(description="'api_key', or 'disabled' in insecure development mode")
-    identities: int
+    database: str = Field(description="'ok', or what is wrong with it")
+    replica: ReplicaOut
+    identities: int | None = None
     faces_indexed: int
-    faces_other_model: int = Field(
+    faces_other_model: int | None = Field(
+        None,
         description="enrolled faces made by another model version: never searched, since vectors of two "
-        "models cannot be compared; GET /identities/outdated lists whom to re-enrol"
+        "models cannot be compared; GET /identities/outdated lists whom to re-enrol",
     )
 
 

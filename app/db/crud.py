@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import case, func, select, text, true
+from sqlalchemy import case, delete, func, select, text, true
 from sqlalchemy.orm import Session
 
-from app.db.models import ApiKey, FaceRecord, GalleryState, Identity, utcnow
+from app.db.models import ApiKey, FaceRecord, GalleryChange, GalleryState, Identity, utcnow
 
 
 def get_identity(*, session: Session, identity_id: int) -> Identity | None:
@@ -89,9 +89,12 @@ def delete_identity(*, session: Session, identity: Identity) -> None:
 
 
 def purge_journal(*, session: Session) -> None:
-    """Copy the write-ahead log into the database and truncate it, so that the (zeroed) deletions are
-    all that is left of deleted rows on disk. Best effort: a concurrent reader can postpone it."""
-    session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    """SQLite: copy the write-ahead log into the database and truncate it, so that the (zeroed)
+    deletions are all that is left of deleted rows on disk. Best effort: a concurrent reader can
+    postpone it. PostgreSQL has no equivalent: dead rows stay in its files until VACUUM reuses
+    their space (the README's "Scaling out" says what that means for deleted embeddings)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
 def embeddings(
@@ -114,6 +117,41 @@ def embeddings(
 def generation(*, session: Session) -> int:
     """The gallery's change counter (moved by triggers on the faces table, in the same transaction)."""
     return session.scalar(select(GalleryState.generation).where(GalleryState.id == 1)) or 0
+
+
+def changes_since(*, session: Session, after: int, upto: int) -> list[tuple[int, str, int]]:
+    """Change-log entries ``after < seq <= upto`` in order: (seq, op, face id)."""
+    rows = session.execute(
+        select(GalleryChange.seq, GalleryChange.op, GalleryChange.face_id)
+        .where(GalleryChange.seq > after, GalleryChange.seq <= upto)
+        .order_by(GalleryChange.seq)
+    )
+    return [(int(seq), op, int(face)) for seq, op, face in rows]
+
+
+def oldest_change(*, session: Session) -> int | None:
+    """The first ``seq`` the change log still holds (``None`` when it is empty)."""
+    return session.scalar(select(func.min(GalleryChange.seq)))
+
+
+def prune_changes(*, session: Session, generation: int, keep: int) -> None:
+    """Drop log entries older than the last ``keep`` (a replica further behind rebuilds)."""
+    if generation > keep:
+        session.execute(delete(GalleryChange).where(GalleryChange.seq <= generation - keep))
+
+
+def face_vectors(
+    *, session: Session, face_ids: list[int], model_version: str, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(face ids, vectors) of those of ``face_ids`` that still exist and were made by ``model_version``."""
+    rows = session.execute(
+        select(FaceRecord.id, FaceRecord.embedding)
+        .where(FaceRecord.id.in_(face_ids), FaceRecord.model_version == model_version)
+        .order_by(FaceRecord.id)
+    ).all()
+    ids = np.array([r[0] for r in rows], np.int64)
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+    return ids, vectors
 
 
 def count_faces_of_version(*, session: Session, model_version: str) -> int:

@@ -76,9 +76,21 @@ class ApiKey(Base):
 
 
 class GalleryState(Base):
-    """One row: ``generation`` is bumped by database triggers on every change to ``faces``."""
+    """One row: ``generation`` is bumped by database triggers on every change to ``faces`` (and
+    numbers the change log)."""
 
     __tablename__ = "gallery_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer)
+
+
+class GalleryChange(Base):
+    """The gallery's change log, written by triggers on ``faces`` (migration 0004 states the protocol):
+    ``seq`` is the generation after the change, ``op`` is ``add`` or ``remove``."""
+
+    __tablename__ = "gallery_changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    op: Mapped[str] = mapped_column(String(6))
+    face_id: Mapped[int] = mapped_column(Integer)

@@ -15,9 +15,29 @@ import migrations
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
-def make_engine(url: str) -> Engine:
-    """A SQLite engine with foreign keys enforced and WAL journaling (readers don't block the writer)."""
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+def make_engine(url: str, timeout_s: float = 5.0) -> Engine:
+    """An engine for ``url``: SQLite (the embedded default) or PostgreSQL (``postgresql+psycopg://``).
+
+    Every wait on the database is bounded by about ``timeout_s``, so an unreachable or stuck database
+    becomes a clear error instead of a hung request: connecting, waiting for a pooled connection,
+    a statement, a lock. Pooled connections are checked before use, so a restarted PostgreSQL is
+    picked up again without restarting the service."""
+    if url.startswith("postgresql"):
+        millis = int(timeout_s * 1000)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_timeout=timeout_s,
+            pool_size=8,
+            max_overflow=8,
+            connect_args={
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": f"-c statement_timeout={millis} -c lock_timeout={millis}",
+            },
+        )
+    if not url.startswith("sqlite"):
+        raise ValueError(f"database URL {url!r}: use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout_s})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:

@@ -14,9 +14,9 @@ depends on the gallery's size (chosen by measurement, ``bench/index_scale.py``):
 
 Saving writes the index and then a small JSON header beside it (``<index>.json``: database
 generation, vector count, kind, tombstones, CRC-32 of the index file), each atomically. At start-up the index
-is reused only if the header's generation and count equal the database's and the CRC matches the
-file; otherwise it is rebuilt from the database. A crash between the two renames leaves a header
-whose CRC does not match: rebuilt, never wrongly reused.
+is reused only if the CRC matches the file and its generation is one the database's change log
+can continue from (``app.services.replication``); otherwise it is rebuilt from the database. A
+crash between the two renames leaves a header whose CRC does not match: rebuilt, never wrongly reused.
 """
 
 from __future__ import annotations
@@ -125,14 +125,18 @@ class VectorIndex:
         if self.kind == "exact":
             self.index.remove_ids(np.asarray(ids, np.int64))
             return
-        self.tombstones.update(int(i) for i in ids)
+        # Only ids the graph holds become tombstones (a change-log removal may name a face this
+        # index never had: another model's, or one added and removed while it was away).
+        held = faiss.vector_to_array(self.index.id_map)
+        rows = np.flatnonzero(np.isin(held, np.asarray(ids, np.int64)))
+        self.tombstones.update(int(i) for i in held[rows])
         self._excluded = None
         # The graph keeps a node per tombstone, but not the person's vector: its stored code is
         # zeroed, so a deleted face's embedding is gone from memory and from the saved file at once.
         storage = faiss.downcast_index(faiss.downcast_index(self.index.index).storage)
         codes = faiss.rev_swig_ptr(storage.codes.data(), storage.codes.size())
         size = storage.code_size
-        for row in np.flatnonzero(np.isin(faiss.vector_to_array(self.index.id_map), np.asarray(ids, np.int64))):
+        for row in rows:
             codes[row * size : (row + 1) * size] = 0
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,43 +196,60 @@ class VectorIndex:
         self.add(ids, vectors)
 
     def load_or_rebuild(self, generation: int, count: int, fetch: Callable[[], tuple[np.ndarray, np.ndarray]]) -> bool:
-        """Reuse the saved index if its header matches the database's ``generation`` and ``count`` and
-        its CRC the file; else rebuild from ``fetch()`` (the database's ids and vectors) and save.
+        """Reuse the saved index if its header matches ``generation`` and ``count`` and its CRC the
+        file; else rebuild from ``fetch()`` (ids and vectors) and save. (The service itself loads a
+        snapshot of any generation the change log can continue: :meth:`load`.)
 
         Returns:
             True when the saved index was reused, False when it was rebuilt.
         """
-        reason = self._try_load(generation, count)
-        if reason is None:
-            log.info(
-                "index %s matches the database (generation %d, %d vectors, %s)", self.path, generation, count, self.kind
-            )
+
+        def exact(saved: int) -> str | None:
+            if saved != generation:
+                return f"saved index is of generation {saved}; wanted {generation}"
+            return None
+
+        if self.load(exact) is not None and len(self) == count:
+            log.info("index %s matches (generation %d, %d vectors, %s)", self.path, generation, count, self.kind)
             return True
-        log.warning("rebuilding the index from the database (%d vectors): %s", count, reason)
+        log.warning("rebuilding the index (%d vectors)", count)
         ids, vectors = fetch()
         self.rebuild(ids, vectors)
         self.save(generation)
         return False
 
-    def _try_load(self, generation: int, count: int) -> str | None:
-        """``None`` if the saved index was loaded and matches, else why not."""
+    def load(self, usable: Callable[[int], str | None]) -> int | None:
+        """Load the saved index if its CRC matches the file and ``usable(its generation)`` has no
+        objection (returns ``None``); returns that generation, or ``None`` (logged why) if not loaded."""
+        reason, header = self._read_header()
+        if reason is None:
+            reason = usable(int(header["generation"]))
+        if reason is None:
+            try:
+                loaded = faiss.read_index(str(self.path))
+            except (OSError, RuntimeError) as exc:
+                reason = f"saved index is unreadable ({exc})"
+            else:
+                tombstones = set(header.get("tombstones", []))
+                if loaded.d != self.dim or loaded.ntotal - len(tombstones) != header.get("count"):
+                    reason = "saved index has the wrong dimension or size"
+        if reason is not None:
+            log.warning("not using the saved index %s: %s", self.path, reason)
+            return None
+        self.index, self.tombstones, self._excluded, self.revived = loaded, tombstones, None, False
+        self.set_ef_search(self.params.ef_search)
+        return int(header["generation"])
+
+    def _read_header(self) -> tuple[str | None, dict]:
+        """(why the saved index cannot be used, or ``None``; its header)."""
         if not self.path.exists() or not self.header_path.exists():
-            return f"no saved index at {self.path}"
+            return f"no saved index at {self.path}", {}
         try:
             header = json.loads(self.header_path.read_text())
-            if (header.get("generation"), header.get("count"), header.get("dim")) != (generation, count, self.dim):
-                return (
-                    f"saved index is of generation {header.get('generation')} with {header.get('count')} "
-                    f"vectors; the database is at generation {generation} with {count}"
-                )
-            if file_crc32(self.path) != header.get("crc32"):
-                return "saved index file does not match its checksum (corrupt, or a save was interrupted)"
-            loaded = faiss.read_index(str(self.path))
-        except (OSError, ValueError, RuntimeError) as exc:
-            return f"saved index is unreadable ({exc})"
-        tombstones = set(header.get("tombstones", []))
-        if loaded.d != self.dim or loaded.ntotal - len(tombstones) != count:
-            return "saved index has the wrong dimension or size"
-        self.index, self.tombstones, self._excluded = loaded, tombstones, None
-        self.set_ef_search(self.params.ef_search)
-        return None
+        except (OSError, ValueError) as exc:
+            return f"saved index header is unreadable ({exc})", {}
+        if header.get("dim") != self.dim or not isinstance(header.get("generation"), int):
+            return f"saved index header is for dimension {header.get('dim')}, not {self.dim}", {}
+        if file_crc32(self.path) != header.get("crc32"):
+            return "saved index file does not match its checksum (corrupt, or a save was interrupted)", {}
+        return None, header

@@ -8,7 +8,8 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -17,6 +18,7 @@ from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
 from app.services.images import DecodedImage, decode_image
 from app.services.index import VectorIndex
+from app.services.replication import ChangeListener, SnapshotSlot
 from app.telemetry import Telemetry
 from models.metrics import idrate
 from models.pipeline import FacePipeline
@@ -110,24 +112,33 @@ class RecognitionService:
                 f"model card of {settings.weights} has no calibrated thresholds; "
                 "run training.evaluate --update-card on it"
             )
-        self.index = VectorIndex(pipeline.embedder.dim, settings.index_path, settings.index_params)
+        self.slot = SnapshotSlot(settings.state_dir)  # this process's own snapshot file
+        self.index = VectorIndex(pipeline.embedder.dim, self.slot.path, settings.index_params)
         # One lock orders every index access: FAISS is not safe for a search during an add/remove,
-        # and writes must change the database and the index together.
+        # and changes are applied from the log in order (app.services.replication).
         self.lock = threading.Lock()
+        self.applied = 0  # the gallery generation the index reflects
         self.index_reused = False  # set by sync_index: whether the saved index matched the database
+        self.database_error: str | None = None  # the follower's last failure to read the database
         self._unsaved: int | None = None  # generation of index changes not yet saved (large index)
         self._stop = threading.Event()
-        self._saver: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.listener: ChangeListener | None = None
 
-    # -- start-up ---------------------------------------------------------------------------
+    # -- start-up and replication (app.services.replication states the protocol) ------------
     def sync_index(self) -> bool:
-        """Reuse the saved index if it reflects the database's current generation, else rebuild it.
+        """Load this process's snapshot and catch up from the change log, else rebuild from the database.
 
-        The check reads two numbers from the database, not its embeddings, so a large gallery
-        restarts in seconds; the embeddings are read only when a rebuild is needed."""
+        The check reads a few numbers from the database, not its embeddings, so a large gallery
+        restarts in seconds; the embeddings are read only when a rebuild is needed.
+
+        Returns:
+            True when the snapshot was reused (caught up from the log), False when it was rebuilt.
+        """
         with self.sessions() as session:
             generation = crud.generation(session=session)
-            count = crud.count_faces_of_version(session=session, model_version=self.model_version)
+            oldest = crud.oldest_change(session=session)
             stale = crud.count_faces_of_other_versions(session=session, model_version=self.model_version)
         if stale:
             log.warning(
@@ -136,34 +147,137 @@ class RecognitionService:
                 self.model_version,
             )
         with self.lock:
-            self.index_reused = self.index.load_or_rebuild(generation, count, self._database_vectors)
+            saved = self.index.load(self._usable_generation(generation, oldest))
+            if saved is not None:
+                self.applied = saved
+                self._catch_up()
+                with self.sessions() as session:
+                    count = crud.count_faces_of_version(session=session, model_version=self.model_version)
+                    at = crud.generation(session=session)
+                if at == self.applied and count != len(self.index):
+                    log.warning("snapshot holds %d vectors, the database %d; rebuilding", len(self.index), count)
+                    saved = None
+                else:
+                    log.info(
+                        "index %s: snapshot of generation %d caught up to %d (%d vectors, %s)",
+                        self.index.path,
+                        saved,
+                        self.applied,
+                        len(self.index),
+                        self.index.kind,
+                    )
+            if saved is None:
+                self._rebuild()
+            self.index_reused = saved is not None
         return self.index_reused
 
-    def _database_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _usable_generation(generation: int, oldest: int | None):
+        """Which snapshot generations can be caught up: the database's own, or any the log continues."""
+
+        def usable(saved: int) -> str | None:
+            if saved == generation:
+                return None
+            if saved > generation:
+                return f"the snapshot is of generation {saved}, ahead of the database's {generation}"
+            if oldest is None or oldest > saved + 1:
+                return f"the change log no longer reaches back to generation {saved} (the database is at {generation})"
+            return None
+
+        return usable
+
+    def _rebuild(self) -> None:
+        """The index from every face of the loaded model, at a generation read on both sides of the
+        read (retried if a write came between), then saved (lock held)."""
+        for _ in range(10):
+            with self.sessions() as session:
+                before = crud.generation(session=session)
+                ids, _, vectors = crud.embeddings(
+                    session=session, model_version=self.model_version, dim=self.pipeline.embedder.dim
+                )
+                if crud.generation(session=session) == before:
+                    break
+        self.index.rebuild(ids, vectors)
+        self.applied = before
+        self.index.save(before)
+        self._unsaved = None
+        log.warning("rebuilt the index from the database: %d vectors at generation %d", len(ids), before)
+
+    def _catch_up(self) -> None:
+        """Apply every logged change after ``self.applied`` in order, then save as ``_save_index``
+        says (lock held). Falls back to a rebuild when the log no longer reaches back far enough."""
         with self.sessions() as session:
-            ids, _, vectors = crud.embeddings(
-                session=session, model_version=self.model_version, dim=self.pipeline.embedder.dim
-            )
-        return ids, vectors
+            generation = crud.generation(session=session)
+            if generation == self.applied:
+                return
+            oldest = crud.oldest_change(session=session)
+            if self._usable_generation(generation, oldest)(self.applied) is not None:
+                self._rebuild()
+                return
+            changes = crud.changes_since(session=session, after=self.applied, upto=generation)
+            if [c[0] for c in changes] != list(range(self.applied + 1, generation + 1)):
+                # Entries pruned since the check above (the log is numbered without gaps otherwise).
+                self._rebuild()
+                return
+            removed = False
+            # Runs of equal operations are applied together; order across runs is kept (SQLite may
+            # hand a removed face's id out again).
+            run_start = 0
+            for i in range(1, len(changes) + 1):
+                if i < len(changes) and changes[i][1] == changes[run_start][1]:
+                    continue
+                op, face_ids = changes[run_start][1], [c[2] for c in changes[run_start:i]]
+                if op == "remove":
+                    self.index.remove(np.array(face_ids, np.int64))
+                    removed = True
+                else:
+                    for chunk in range(0, len(face_ids), 5000):
+                        ids, vectors = crud.face_vectors(
+                            session=session,
+                            face_ids=face_ids[chunk : chunk + 5000],
+                            model_version=self.model_version,
+                            dim=self.pipeline.embedder.dim,
+                        )
+                        self.index.add(ids, vectors)
+                run_start = i
+        self.applied = generation
+        self._save_index(generation, removed)
 
     def _save_index(self, generation: int, removed: bool = False) -> None:
-        """After a commit (lock held): rebuild the index if the gallery changed kind (exact <-> HNSW)
-        or the graph carries too many tombstones, then persist it.
+        """After changes were applied (lock held): rebuild the index if the gallery changed kind
+        (exact <-> HNSW) or the graph carries too many tombstones, then persist it.
 
-        A small index (up to ``index_sync_save_max`` vectors) is saved at once after every write. A
+        A small index (up to ``index_sync_save_max`` vectors) is saved at once after every change. A
         large one (20k exact vectors are a 40 MB file, 1M in HNSW over a gigabyte) is saved after
         additions by the background saver within ``index_save_interval_s`` and at shutdown; a crash
-        in between costs a rebuild from the database at the next start, never a lost or wrong answer
-        (the header's generation no longer matches). After a removal the index is always saved at
-        once: a deleted person's vectors must not stay on disk until the next save."""
+        in between costs a catch-up from the log (or a rebuild) at the next start, never a lost or
+        wrong answer. After a removal the index is always saved at once: a deleted person's vectors
+        must not stay on disk until the next save."""
         if self.index.needs_rebuild():
             log.info("gallery of %d vectors outgrew its %s index; rebuilding", len(self.index), self.index.kind)
-            self.index.rebuild(*self._database_vectors())
+            self._rebuild()
+            return
         if removed or len(self.index) <= self.settings.index_sync_save_max:
             self.index.save(generation)
             self._unsaved = None
         else:
             self._unsaved = generation
+
+    def follow(self) -> None:
+        """Catch up whenever the database's generation moved (woken by the listener or the poll)."""
+        try:
+            with self.sessions() as session:
+                generation = crud.generation(session=session)
+            if generation != self.applied:
+                with self.lock:
+                    self._catch_up()
+            if self.database_error is not None:
+                log.warning("database reachable again; the index is at generation %d", self.applied)
+            self.database_error = None
+        except SQLAlchemyError as exc:
+            if self.database_error is None:
+                log.warning("cannot read the database to follow its changes: %s", exc)
+            self.database_error = str(exc).splitlines()[0]
 
     def flush_index(self) -> bool:
         """Save the index if writes are pending; True if it saved. Called by the saver and at shutdown."""
@@ -174,22 +288,39 @@ class RecognitionService:
             self._unsaved = None
             return True
 
-    def start_saver(self) -> None:
-        """A daemon thread that saves a large index at most every ``index_save_interval_s``."""
+    def start_background(self, engine: Engine | None = None) -> None:
+        """The saver (a large index at most every ``index_save_interval_s``), the follower (every
+        ``sync_interval_s``, or at once when woken) and, on PostgreSQL, the change listener."""
 
-        def run() -> None:
+        def save() -> None:
             while not self._stop.wait(self.settings.index_save_interval_s):
                 self.flush_index()
 
-        self._saver = threading.Thread(target=run, name="index-saver", daemon=True)
-        self._saver.start()
+        def follow() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(self.settings.sync_interval_s)
+                self._wake.clear()
+                if not self._stop.is_set():
+                    self.follow()
+
+        for target, name in ((save, "index-saver"), (follow, "change-follower")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if engine is not None and engine.dialect.name == "postgresql":
+            self.listener = ChangeListener(engine, self._wake, self._stop)
+            self.listener.start()
+            self._threads.append(self.listener.thread)
 
     def close(self) -> None:
-        """Stop the saver and save pending index changes (graceful shutdown)."""
+        """Stop the background threads, save pending index changes (graceful shutdown) and free the
+        snapshot slot."""
         self._stop.set()
-        if self._saver is not None:
-            self._saver.join()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
         self.flush_index()
+        self.slot.release()
 
     # -- inference helpers --------------------------------------------------------------------
     def decode(self, upload: Upload) -> DecodedImage:
@@ -271,36 +402,41 @@ class RecognitionService:
     def _store(
         self, name: str | None, identity_id: int | None, faces: list[tuple[str, Face]]
     ) -> tuple[Identity, list[FaceRecord], int]:
-        """Write rows and vectors together: the index is only kept if the commit succeeds."""
-        with self.lock, self.sessions() as session:
-            identity = self._target_identity(session, name, identity_id)
-            records = [
-                crud.add_face(
-                    session=session,
-                    identity=identity,
-                    embedding=f.embedding,
-                    model_version=self.model_version,
-                    box=[float(v) for v in f.box],
-                    det_score=f.score,
-                    source=filename[:255],
-                )
-                for filename, f in faces
-            ]
-            ids = np.array([r.id for r in records], np.int64)
-            generation = crud.generation(session=session)  # inside the transaction: exactly this write's
-            self.index.add(ids, np.stack([f.embedding for _, f in faces]))
+        """Write the rows in one transaction, then bring the index up to it from the change log
+        before answering (the write is searchable here when the response leaves)."""
+        with self.sessions() as session:
             try:
+                identity = self._target_identity(session, name, identity_id)
+                records = [
+                    crud.add_face(
+                        session=session,
+                        identity=identity,
+                        embedding=f.embedding,
+                        model_version=self.model_version,
+                        box=[float(v) for v in f.box],
+                        det_score=f.score,
+                        source=filename[:255],
+                    )
+                    for filename, f in faces
+                ]
+                crud.prune_changes(
+                    session=session, generation=crud.generation(session=session), keep=self.settings.change_log_keep
+                )
                 session.commit()
             except IntegrityError:
-                self.index.remove(ids)
+                # The same name created meanwhile by another request, here or on another replica (the
+                # unique index decides; PostgreSQL says so at the insert, SQLite at the latest at commit).
                 session.rollback()
+                existing = crud.get_identity_by_name(session=session, name=name) if name is not None else None
                 raise IdentityExists(
-                    f"an identity named {name!r} already exists; pass its identity_id to add faces to it", name=name
+                    f"an identity named {name!r} already exists"
+                    + (f" (id {existing.id}); pass identity_id={existing.id}" if existing else "; pass its identity_id")
+                    + " to add faces to it",
+                    name=name,
+                    **({"identity_id": existing.id} if existing else {}),
                 ) from None
-            except BaseException:
-                self.index.remove(ids)
-                raise
-            self._save_index(generation)
+            with self.lock:
+                self._catch_up()
             return identity, records, crud.count_faces(session=session, identity_id=identity.id)
 
     def _target_identity(self, session: Session, name: str | None, identity_id: int | None) -> Identity:
@@ -471,21 +607,38 @@ class RecognitionService:
 
     def delete_identity(self, identity_id: int) -> int:
         """Remove the identity's rows and its vectors; returns how many faces went."""
-        with self.lock, self.sessions() as session:
+        with self.sessions() as session:
             identity = crud.get_identity(session=session, identity_id=identity_id)
             if identity is None:
                 raise UnknownIdentity(
                     f"no identity with id {identity_id}; list them at GET /identities", identity_id=identity_id
                 )
-            ids = np.array(crud.face_ids(session=session, identity_id=identity_id), np.int64)
+            count = crud.count_faces(session=session, identity_id=identity_id)
             crud.delete_identity(session=session, identity=identity)
-            generation = crud.generation(session=session)
+            crud.prune_changes(
+                session=session, generation=crud.generation(session=session), keep=self.settings.change_log_keep
+            )
             session.commit()
             crud.purge_journal(session=session)
-            # After the commit: if we crash before the save, start-up finds the mismatch and rebuilds.
-            self.index.remove(ids)
-            self._save_index(generation, removed=True)
-            return len(ids)
+        # After the commit: if we crash before the save, start-up catches up from the log.
+        with self.lock:
+            self._catch_up()
+        return count
+
+    def database_generation(self) -> int:
+        with self.sessions() as session:
+            return crud.generation(session=session)
+
+    def replica_state(self, database_generation: int | None) -> dict:
+        """What /health says about replication: snapshot, applied and database generations, lag."""
+        return {
+            "database": self.sessions.kw["bind"].dialect.name,
+            "snapshot": self.index.path.name,
+            "generation": self.applied,
+            "database_generation": database_generation,
+            "lag": None if database_generation is None else max(0, database_generation - self.applied),
+            "listening": bool(self.listener and self.listener.connected),
+        }
 
     def counts(self) -> dict:
         with self.sessions() as session:

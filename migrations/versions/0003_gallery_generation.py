@@ -27,11 +27,16 @@ def upgrade() -> None:
         sa.Column("generation", sa.Integer, nullable=False),
     )
     op.execute("INSERT INTO gallery_state (id, generation) VALUES (1, 0)")
+    if op.get_bind().dialect.name != "sqlite":
+        return
     for event in ("INSERT", "UPDATE", "DELETE"):
         op.execute(f"CREATE TRIGGER faces_{event.lower()}_generation AFTER {event} ON faces BEGIN {BUMP}; END")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_table("gallery_state")
+        return
     for event in ("insert", "update", "delete"):
         op.execute(f"DROP TRIGGER faces_{event}_generation")
     op.drop_table("gallery_state")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import READ, ServiceDep
 from app.api.schemas import ErrorOut, HealthOut
@@ -14,17 +16,30 @@ from app.services.auth import Principal
 router = APIRouter(tags=["system"])
 
 
-@router.get("/health", response_model=HealthOut)
-def health(service: ServiceDep, request: Request) -> HealthOut:
-    """Liveness plus what is loaded: device, model version, gallery size, whether keys are checked.
-    The only endpoint that needs no API key."""
-    return HealthOut(
-        status="ok",
-        device=str(service.pipeline.embedder.device),
-        model_version=service.model_version,
-        auth="api_key" if request.app.state.keys.enabled else "disabled",
-        **service.counts(),
-    )
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def health(service: ServiceDep, request: Request) -> HealthOut | JSONResponse:
+    """Liveness plus what is loaded: device, model version, gallery size, whether keys are checked,
+    which database and how far this replica's index has followed it. The only endpoint that needs no
+    API key. 503 with ``status: "degraded"`` and the reason in ``database`` while the database cannot
+    be read (load balancers take the replica out; it recovers by itself)."""
+    base = {
+        "device": str(service.pipeline.embedder.device),
+        "model_version": service.model_version,
+        "auth": "api_key" if request.app.state.keys.enabled else "disabled",
+    }
+    try:
+        counts, generation = service.counts(), service.database_generation()
+    except SQLAlchemyError as exc:
+        problem = f"unreachable: {str(exc).splitlines()[0]}"
+        body = HealthOut(
+            status="degraded",
+            **base,
+            database=problem,
+            replica=service.replica_state(None),
+            faces_indexed=len(service.index),
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    return HealthOut(status="ok", **base, database="ok", replica=service.replica_state(generation), **counts)
 
 
 @router.get("/whoami", responses={code: {"model": ErrorOut} for code in (401, 403)})

@@ -1,0 +1,218 @@
+"""Several replicas on one database stay in step (app.services.replication states the protocol).
+
+Real uvicorn processes on loopback ports, a real PostgreSQL server (and, for workers sharing one
+machine's state directory, the SQLite file): what one replica writes, the others serve within the
+bound; a race on one name makes one identity; a replica killed mid-stream comes back with every
+acknowledged write; a database outage is a JSON 503 and the replicas recover by themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+import faiss
+import httpx
+import numpy as np
+import pytest
+
+from app.config import Settings
+from app.keys import key_store
+from app.keys import main as keys_main
+from app.services.index import checksum
+from app.testing import LiveServer, PostgresServer
+from tests.helpers import database_state, files
+
+#: The staleness bound: an enrolment on one replica is identified on another within it.
+LAG_BOUND_S = 1.0
+
+
+def identified_as(client: httpx.Client, photo: Path) -> list[str | None]:
+    r = client.post("/identify", files=files([photo], "image"), data={"fpr": 1e-2})
+    assert r.status_code == 200, r.text
+    return [f["match"]["name"] if f["match"] else None for f in r.json()["faces"]]
+
+
+def wait_until(check, bound_s: float) -> float:
+    """Seconds until ``check()`` is true; fails past ``bound_s``."""
+    t0 = time.perf_counter()
+    while not check():
+        assert time.perf_counter() - t0 < bound_s, f"not visible within {bound_s} s"
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def replicas(tmp_path: Path, n: int, database_url: str = "", shared_state: bool = False):
+    """``n`` live servers on one database: each with its own state directory, or all on one."""
+    servers = [
+        LiveServer(
+            tmp_path / ("state" if shared_state else f"state{i}"),
+            tmp_path / f"server{i}.log",
+            FACEREC_DATABASE_URL=database_url,
+        )
+        for i in range(n)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def check_writes_cross_replicas(a: LiveServer, b: LiveServer, known: Path) -> None:
+    with a.client() as ca, b.client() as cb:
+        obama = known / "train" / "obama" / "obama.jpg"
+        r = ca.post("/enroll", data={"name": "obama"}, files=files([obama]))
+        assert r.status_code == 201, r.text
+        probe = known / "test" / "obama1.jpg"
+        assert identified_as(ca, probe) == ["obama"]  # on the replica that took it: before the answer
+        wait_until(lambda: identified_as(cb, probe) == ["obama"], LAG_BOUND_S)
+        # A deletion stops matching on the other replica at once (faces are resolved in the database).
+        assert ca.delete(f"/identities/{r.json()['identity']['id']}").status_code == 200
+        assert identified_as(cb, probe) == [None]
+        # ... and its vectors leave the other replica's index and snapshot soon after.
+        wait_until(lambda: cb.get("/health").json()["faces_indexed"] == 0, LAG_BOUND_S)
+        health = cb.get("/health").json()
+        assert health["replica"]["lag"] == 0 and health["identities"] == 0
+
+
+def test_a_write_on_one_replica_is_served_by_another_within_the_bound(tmp_path: Path, known: Path, fresh_postgres_url):
+    with replicas(tmp_path, 2, fresh_postgres_url) as (a, b):
+        with b.client() as cb:
+            assert cb.get("/health").json()["replica"]["listening"]  # woken by NOTIFY, not only polling
+        check_writes_cross_replicas(a, b, known)
+        check_writes_cross_replicas(b, a, known)
+
+
+def test_workers_on_one_state_directory_keep_their_own_snapshots_in_step(tmp_path: Path, known: Path):
+    """Two processes on one SQLite file and one state directory (as ``uvicorn --workers 2``)."""
+    with replicas(tmp_path, 2, shared_state=True) as (a, b):
+        with a.client() as ca, b.client() as cb:
+            snapshots = {
+                ca.get("/health").json()["replica"]["snapshot"],
+                cb.get("/health").json()["replica"]["snapshot"],
+            }
+            assert snapshots == {"faces.faiss", "faces.1.faiss"}
+        check_writes_cross_replicas(a, b, known)
+
+
+def test_one_name_enrolled_on_two_replicas_at_once_makes_one_identity(tmp_path: Path, known: Path, fresh_postgres_url):
+    photo = known / "train" / "biden" / "biden.jpg"
+    with replicas(tmp_path, 2, fresh_postgres_url) as servers:
+        for attempt in range(3):
+            name = f"biden-{attempt}"
+            start = threading.Barrier(2)
+            codes: list[int] = []
+
+            def enrol(server: LiveServer) -> None:
+                with server.client() as c:
+                    start.wait()
+                    codes.append(c.post("/enroll", data={"name": name}, files=files([photo])).status_code)
+
+            threads = [threading.Thread(target=enrol, args=(s,)) for s in servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(codes) == [201, 409]
+            counts, _, _ = database_state(tmp_path, fresh_postgres_url)
+            assert counts[name] == 1
+
+
+def test_api_keys_and_their_revocation_reach_every_replica_at_once(
+    tmp_path: Path, fresh_postgres_url, capsys: pytest.CaptureFixture
+):
+    settings = Settings(state_dir=tmp_path / "cli", database_url=fresh_postgres_url)
+    with replicas(tmp_path, 2, fresh_postgres_url) as servers:
+        assert keys_main(["create", "--name", "camera", "--role", "read"], settings=settings) == 0
+        key = next(line.split()[-1] for line in capsys.readouterr().out.splitlines() if "frk_" in line)
+        for server in servers:
+            assert httpx.get(server.url + "/whoami", headers={"X-API-Key": key}).json()["name"] == "camera"
+        key_id = next(k.id for k in key_store(settings).list() if k.name == "camera")
+        assert keys_main(["revoke", str(key_id)], settings=settings) == 0
+        for server in servers:
+            assert httpx.get(server.url + "/whoami", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_a_replica_killed_mid_stream_comes_back_with_every_acknowledged_write(
+    tmp_path: Path, known: Path, data: Path, fresh_postgres_url
+):
+    photos = [p for p in sorted((known / "train").glob("*/*"))]
+    acked: dict[str, int] = {}
+    deleted: set[str] = set()
+    with replicas(tmp_path, 2, fresh_postgres_url) as (a, b):
+        stop = threading.Event()
+
+        def stream(server: LiveServer, prefix: str) -> None:
+            i = 0
+            with server.client(timeout=30) as c:
+                while not stop.is_set():
+                    name = f"{prefix}{i}"
+                    i += 1
+                    try:
+                        r = c.post("/enroll", data={"name": name}, files=files([photos[i % len(photos)]]))
+                        if r.status_code == 201:
+                            acked[name] = r.json()["identity"]["id"]
+                            if i % 3 == 0 and c.delete(f"/identities/{acked[name]}").status_code == 200:
+                                deleted.add(name)
+                    except httpx.TransportError:
+                        return  # this replica was killed
+
+        workers = [threading.Thread(target=stream, args=(s, p)) for s, p in ((a, "a"), (b, "b"))]
+        for w in workers:
+            w.start()
+        time.sleep(4)
+        b.kill()
+        time.sleep(2)
+        stop.set()
+        for w in workers:
+            w.join(60)
+        b.start()
+        expected = {name for name in acked if name not in deleted}
+        counts, ids, vectors = database_state(tmp_path, fresh_postgres_url)
+        assert expected <= set(counts) and not (deleted & set(counts))
+        for server in (a, b):
+            with server.client() as c:
+                listed = {i["name"] for i in c.get("/identities", params={"limit": 1000}).json()}
+                assert listed == set(counts)
+                wait_until(lambda: c.get("/health").json()["faces_indexed"] == len(ids), LAG_BOUND_S)
+        # The restarted replica's snapshot holds exactly the database's vectors.
+        snapshot = faiss.read_index(str(tmp_path / "state1" / "faces.faiss"))
+        held = faiss.vector_to_array(snapshot.id_map).astype(np.int64)
+        assert checksum(held, snapshot.index.reconstruct_n(0, snapshot.ntotal)) == checksum(ids, vectors)
+        assert len(acked) > 4, "the stream made too few writes to test anything"
+
+
+def test_a_database_outage_is_a_json_503_and_the_replicas_recover(tmp_path: Path, known: Path):
+    """PostgreSQL stopped in the middle of a stream: requests fail fast with a 503 that says why,
+    /health says what is wrong, nothing acknowledged is lost, and service resumes by itself."""
+    rose, kit = known / "train" / "rose_leslie" / "img1.jpg", known / "train" / "kit_harington" / "john2.jpeg"
+    probe = known / "test" / "kit_with_rose.jpg"
+    with PostgresServer() as pg:
+        url = pg.create_database("outage")
+        with replicas(tmp_path, 2, url) as (a, b):
+            with a.client(timeout=30) as ca, b.client(timeout=30) as cb:
+                assert ca.post("/enroll", data={"name": "before"}, files=files([rose])).status_code == 201
+                pg.stop()
+                for c in (ca, cb):
+                    t0 = time.perf_counter()
+                    r = c.post("/enroll", data={"name": "during"}, files=files([kit]))
+                    assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
+                    assert time.perf_counter() - t0 < 15
+                    r = c.post("/identify", files=files([probe], "image"))
+                    assert r.status_code == 503, r.text
+                    health = c.get("/health")
+                    assert health.status_code == 503 and health.json()["status"] == "degraded"
+                    assert health.json()["database"].startswith("unreachable")
+                pg.start()
+                for c in (ca, cb):
+                    wait_until(lambda: c.get("/health").status_code == 200, 15)
+                    assert {i["name"] for i in c.get("/identities").json()} == {"before"}
+                    assert "before" in identified_as(c, probe)
+                assert ca.post("/enroll", data={"name": "after"}, files=files([kit])).status_code == 201
+                wait_until(lambda: set(identified_as(cb, probe)) == {"before", "after"}, LAG_BOUND_S)
