@@ -13,6 +13,7 @@ import yaml
 
 from models.embedder import Embedder
 from models.inputs import normalise
+from tests.helpers import tiny_identity_tree, tiny_training_overrides
 from training.config import TrainConfig, apply_overrides, load_config
 from training.data import AugmentConfig, augment, balanced_weights
 from training.export import export
@@ -21,35 +22,11 @@ from training.train import lr_at, train
 
 @pytest.fixture
 def tiny_tree(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    root = tmp_path / "train"
-    for person in range(3):
-        folder = root / f"person_{person}"
-        folder.mkdir(parents=True)
-        base = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
-        for i in range(5):
-            noisy = np.clip(base + rng.normal(0, 10, base.shape), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{i}.jpg"), noisy)
-    return root
+    return tiny_identity_tree(tmp_path / "train")
 
 
 def tiny_config(tiny_tree: Path, tmp_path: Path, steps: int) -> TrainConfig:
-    return load_config(
-        None,
-        [
-            f"data_dir={tiny_tree}",
-            f"out_dir={tmp_path / 'runs'}",
-            "name=tiny",
-            "arch=iresnet_tiny",
-            "input_size=32",
-            "embedding_dim=16",
-            f"steps={steps}",
-            "batch_size=8",
-            "warmup_steps=2",
-            f"cache_dir={tmp_path / 'cache'}",
-            "threads=1",
-        ],
-    )
+    return load_config(None, tiny_training_overrides(tiny_tree, tmp_path, steps))
 
 
 def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):

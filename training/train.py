@@ -5,7 +5,10 @@
     python -m training.train --set steps=200 --set name=smoke # any field can be overridden
 
 The run's resolved config, checkpoints (every epoch) and a JSON-lines log go to ``runs/<name>/``.
-The same config trains on CPU or CUDA (bf16 autocast on either when ``bf16`` is set).
+The same config trains on CPU or CUDA (bf16 autocast on either when ``bf16`` is set), in one process
+or data-parallel on several under ``torchrun`` (``training.distributed`` states how):
+
+    torchrun --nproc_per_node 8 -m training.train --config ...          # 8 GPUs, same command
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm import tqdm
 
 from models import create_model, metrics
 from models.inputs import normalise
+from training import distributed
 from training.averaging import WeightAverage
 from training.config import RESUME_OVERRIDABLE, TrainConfig, config_from_dict, load_config
 from training.data import BatchSampler, augment, list_identity_folders, load_face_folder
@@ -63,6 +67,32 @@ def build(cfg: TrainConfig, num_classes: int, device: torch.device):
         nesterov=True,
     )
     return backbone, head, optimiser
+
+
+class Objective(torch.nn.Module):
+    """Backbone and head as one module whose ``forward`` is the whole training loss, so that
+    DistributedDataParallel sees every parameter used in it."""
+
+    def __init__(self, backbone, head, cfg: TrainConfig, device: torch.device) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.cfg, self.device_type = cfg, device.type
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        """(mean loss over the batch, cosines to the class centres or ``None``, the share of
+        satisfied triplets or ``None``)."""
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            emb = self.backbone(x)
+        if self.cfg.loss == "triplet":
+            # "accuracy" for triplets: the share of triplets already satisfied (loss 0).
+            kwargs = self.cfg.loss_kwargs
+            loss, active = triplet_loss(
+                emb.float(), y, float(kwargs.get("margin", 0.2)), kwargs.get("mining", "semihard")
+            )
+            return loss, None, active
+        # Accuracy is read from these cosines, before the step moves the centres towards this batch.
+        cos = self.head.cosines(emb.float())
+        return F.cross_entropy(self.head.logits(emb, y, cos), y), cos, None
 
 
 def holdout_split(labels, fraction: float, seed: int):
@@ -178,16 +208,32 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    world, device_name = distributed.init(cfg.device, cfg.batch_size)
+    device = pick_device(device_name)
     folders = list_identity_folders(cfg.resolved_data_dir(), cfg.identity_fraction, cfg.seed)
     data = load_face_folder(folders, cfg.input_size, cfg.resolved_cache_dir())
     train_idx, held_idx = holdout_split(data.labels, cfg.holdout, cfg.seed)
     images = torch.from_numpy(data.images[train_idx])
     labels = torch.from_numpy(data.labels[train_idx])
-    log.info("%d images of %d identities, device %s", len(labels), data.num_classes, device)
+    log.info(
+        "%d images of %d identities, device %s, process %d of %d",
+        len(labels),
+        data.num_classes,
+        device,
+        world.rank + 1,
+        world.size,
+    )
 
     backbone, head, optimiser = build(cfg, data.num_classes, device)
     triplet = cfg.loss == "triplet"
+    objective = Objective(distributed.sync_batchnorm(backbone, world, device.type == "cuda"), head, cfg, device)
+    if world.distributed:
+        objective = torch.nn.parallel.DistributedDataParallel(
+            objective,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=triplet,  # the triplet loss leaves the head untouched
+        )
+    mine = world.shard(cfg.batch_size)
     if triplet:  # P identities x K images per batch; every (anchor, positive) pair gets a mined negative
         k = int(cfg.loss_kwargs.get("k", 4))
         sampler = PKSampler(data.labels[train_idx], cfg.batch_size // k, k, cfg.seed)
@@ -208,40 +254,34 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         gen.set_state(state["torch_rng"])
         start = state["step"]
         log.info("resumed %s at step %d", run, start)
-    else:
+    elif world.main:
         run.mkdir(parents=True, exist_ok=True)
         with open(run / "classes.json", "w") as f:
             json.dump(data.class_names, f)
-    save_config(run, cfg)  # on resume: with the changes it allowed
+    if world.main:
+        save_config(run, cfg)  # on resume: with the changes it allowed
 
     steps_per_epoch = max(1, len(labels) // cfg.batch_size)
-    heldout = load_heldout(cfg) if cfg.eval_every > 0 else None
+    heldout = load_heldout(cfg) if cfg.eval_every > 0 and world.main else None
     backbone.train()
     head.train()
-    log_file = RunLog(run)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step")
+    log_file = RunLog(run) if world.main else None
+    bar = tqdm(
+        range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step", disable=not world.main
+    )
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimiser.param_groups:
             group["lr"] = lr * group["lr_mult"]
+        # Every rank draws and augments the whole global batch (same generators, same state) and
+        # trains on its slice of it: together, exactly the batch one process would see.
         idx = torch.from_numpy(sampler.next())
-        x = augment(normalise(images[idx]), cfg.augment, gen).to(device)
-        y = labels[idx].to(device)
+        x = augment(normalise(images[idx]), cfg.augment, gen)[mine].to(device)
+        y = labels[idx][mine].to(device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            emb = backbone(x)
-        if triplet:
-            # "accuracy" for triplets: the share of triplets already satisfied (loss 0).
-            loss, active = triplet_loss(
-                emb.float(), y, float(cfg.loss_kwargs.get("margin", 0.2)), cfg.loss_kwargs.get("mining", "semihard")
-            )
-            cos = None
-        else:
-            # Accuracy is read from these cosines, before the step moves the centres towards this batch.
-            cos = head.cosines(emb.float())
-            loss = F.cross_entropy(head.logits(emb, y, cos), y)
+        loss, cos, active = objective(x, y)
         if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
         optimiser.zero_grad(set_to_none=True)
@@ -255,6 +295,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         correct += (1.0 - active) * len(y) if triplet else (cos.detach().argmax(1) == y).sum().item()
         done = step + 1
         if done % 20 == 0 or done == cfg.steps:
+            seen, loss_sum, correct = distributed.sum_over_ranks([seen, loss_sum, correct], world)
             ips = seen / (time.perf_counter() - t0)
             rec = {
                 "step": done,
@@ -264,16 +305,22 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
                 "img_per_s": ips,
                 "time": time.time(),
             }
-            log_file.write(rec)
+            if log_file is not None:
+                log_file.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        if done % steps_per_epoch == 0 or done == cfg.steps:
+        if (done % steps_per_epoch == 0 or done == cfg.steps) and world.main:
             save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
         if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             rec = {"step": done, "heldout": heldout_figures(backbone, heldout, cfg, device, ema), "time": time.time()}
             log_file.write(rec)
             log.info("step %d, held-out people: %s", done, rec["heldout"])
-    log_file.close()
+    if log_file is not None:
+        log_file.close()
+    distributed.barrier(world)  # the last checkpoint is written before any rank leaves
+    if not world.main:
+        distributed.finish(world)
+        return run
     if ema is not None:  # what is measured below and exported is the average
         backbone.load_state_dict(ema.state["backbone"])
         head.load_state_dict(ema.state["head"])
@@ -282,6 +329,7 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         (run / "holdout.json").write_text(json.dumps({"images": int(len(held_idx)), "accuracy": acc}))
         log.info("held-out classification accuracy %.4f on %d images", acc, len(held_idx))
     log.info("finished %s: %d steps", run, cfg.steps)
+    distributed.finish(world)
     return run
 
 
