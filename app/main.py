@@ -29,6 +29,10 @@ from models.pipeline import build_pipeline
 
 log = logging.getLogger("app")
 UI_DIR = Path(__file__).resolve().parent / "ui"
+CONSOLE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def pick_device(setting: str) -> torch.device:
@@ -110,6 +114,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     # The web console: static files shipped in the package, no CDN, no build step.
     app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+    @app.middleware("http")
+    async def console_headers(request, call_next):
+        # The console runs only its own files (no inline script or style, nothing from elsewhere),
+        # shows the chosen photo from a blob, talks only to this service, and cannot be framed.
+        response = await call_next(request)
+        if request.url.path.startswith("/ui"):
+            response.headers["Content-Security-Policy"] = CONSOLE_POLICY
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
 
     @app.get("/", include_in_schema=False)
     @app.get("/ui", include_in_schema=False)

@@ -150,6 +150,22 @@ def test_enrol_identify_and_delete_in_the_browser(browser, live, known: Path, da
     d.find_element(By.CSS_SELECTOR, '#fpr option[value="0.0001"]').click()
     wait(d, lambda d: "0.0001" in d.find_element(By.ID, "identify-summary").text)
 
+    tab(d, "verify")  # 1:1: a photo against an enrolled person, then against another photo
+    with live.client() as api:
+        obama_id = next(i["id"] for i in api.get("/identities").json() if i["name"] == "obama")
+    d.find_element(By.ID, "verify-a").send_keys(str(known / "test" / "obama1.jpg"))
+    d.find_element(By.CSS_SELECTOR, 'input[name="verify-with"][value="identity"]').click()
+    d.find_element(By.ID, "verify-identity").send_keys(str(obama_id))
+    d.find_element(By.CSS_SELECTOR, "#verify-form button").click()
+    wait(d, lambda d: d.find_element(By.ID, "verify-verdict").text)
+    assert d.find_element(By.ID, "verify-verdict").text == "Same person as obama (2 enrolled faces)"
+    d.save_screenshot(str(shots / "verify.png"))
+    d.find_element(By.CSS_SELECTOR, 'input[name="verify-with"][value="photo"]').click()
+    d.find_element(By.ID, "verify-b").send_keys(str(known / "train" / "biden" / "biden.jpg"))
+    d.find_element(By.CSS_SELECTOR, "#verify-form button").click()
+    wait(d, lambda d: "second photo" in d.find_element(By.ID, "verify-verdict").text)
+    assert d.find_element(By.ID, "verify-verdict").text == "Not the same person as the second photo"
+
     tab(d, "gallery")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery-table tbody tr")) == 2)
     search = d.find_element(By.ID, "gallery-search")
@@ -188,3 +204,13 @@ def test_a_read_key_sees_no_admin_actions(browser, live):
     tab(browser, "gallery")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery-table tbody tr"))
     assert not [b for b in browser.find_elements(By.CSS_SELECTOR, "#gallery-table button") if b.is_displayed()]
+
+
+def test_the_console_is_served_with_a_strict_content_security_policy(client):
+    """Only the console's own files may run or load; it cannot be framed."""
+    r = client.get("/ui/")
+    assert r.status_code == 200 and "facerec console" in r.text
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in client.get("/ui/app.js").headers

@@ -185,6 +185,41 @@ async function identify() {
   drawIdentify();
 }
 
+// -- verify ------------------------------------------------------------------------------------
+function verifyTarget() {
+  const withIdentity = document.querySelector('input[name="verify-with"]:checked').value === "identity";
+  $("#verify-b-label").hidden = withIdentity;
+  $("#verify-identity").hidden = !withIdentity;
+  $("#verify-identity-label").hidden = !withIdentity;
+  return withIdentity;
+}
+
+async function verify() {
+  const a = $("#verify-a").files[0];
+  if (!a) throw new Error("Choose the first photo.");
+  const form = new FormData();
+  form.append("image_a", a);
+  form.append("fpr", $("#verify-fpr").value);
+  if (verifyTarget()) {
+    const id = $("#verify-identity").value.trim();
+    if (!id) throw new Error("Give the enrolled person's id (the Gallery tab lists them).");
+    form.append("identity_id", id);
+  } else {
+    const b = $("#verify-b").files[0];
+    if (!b) throw new Error("Choose the second photo.");
+    form.append("image_b", b);
+  }
+  const r = await api("/verify", { method: "POST", form });
+  const target = r.identity ? `${r.identity.name} (${r.faces_compared} enrolled face${r.faces_compared === 1 ? "" : "s"})` : "the second photo";
+  $("#verify-verdict").textContent = r.same ? `Same person as ${target}` : `Not the same person as ${target}`;
+  $("#verify-verdict").className = r.same ? "verdict same" : "verdict different";
+  const notes = [`score ${r.score.toFixed(3)} against threshold ${r.threshold.toFixed(3)} at FPR ${r.fpr}`];
+  if (r.faces_found_a > 1) notes.push(`the first photo has ${r.faces_found_a} faces: the clearest was compared`);
+  if (r.faces_found_b > 1) notes.push(`the second photo has ${r.faces_found_b} faces: the clearest was compared`);
+  $("#verify-detail").textContent = notes.join("; ") + ".";
+  $("#verify-result").hidden = false;
+}
+
 // -- enrol -------------------------------------------------------------------------------------
 // Photos go one at a time (the first creates the person, the others are added to them), so each
 // photo's problem is shown beside it in the API's own words instead of failing the whole batch.
@@ -375,6 +410,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#fpr").addEventListener("change", () => {
     if (state.identify) drawIdentify();
   });
+  $("#verify-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    guarded(verify);
+  });
+  for (const radio of document.querySelectorAll('input[name="verify-with"]')) radio.addEventListener("change", verifyTarget);
   $("#enroll-form").addEventListener("submit", (e) => {
     e.preventDefault();
     guarded(enroll);
