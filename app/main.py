@@ -77,7 +77,10 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
     # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
     # enough, and torch keeps its own pool.
     threadpool_limits(1, user_api="blas")
-    pipeline = build_pipeline(settings.pipeline_config, device)
+    # Networks exported for ONNX Runtime are kept beside the index, so a restart does not export again.
+    pipeline = build_pipeline(
+        settings.pipeline_config, device, cache_dir=settings.onnx_cache_dir or settings.state_dir / "onnx"
+    )
     log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
     service = RecognitionService(settings, pipeline, sessions, telemetry)
     service.sync_index()

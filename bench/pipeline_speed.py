@@ -7,6 +7,8 @@
 - enrolment throughput (photos per second, one new identity per photo, one client), for the shared
   portraits (0.4-2.1 Mpx) and for the same portraits as 12 Mpx phone-size JPEGs (upscaled 4000 px);
 - concurrent ``/identify`` throughput with 1, 4 and 16 clients;
+- with ``--baseline-runtime torch``, the same for the service on PyTorch eager (its default is ONNX
+  Runtime on a CPU), as ``runtime_torch``, with the pipeline's ratio torch / default per photo;
 - dlib and OpenCV YuNet + SFace (``bench/peers.py``) on the same decoded photos, in-process, in the
   same run; ratios are peer time / our time (above 1: we are faster). Peers skip HTTP and decoding,
   so the ratios against our end-to-end time are conservative; ratios against our in-process pipeline
@@ -101,30 +103,13 @@ def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
     return {"clients": clients, "requests": done, "requests_per_s": round(done / wall, 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=data_root())
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--enroll-photos", type=int, default=40)
-    parser.add_argument("--throughput-requests", type=int, default=64)
-    parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_speed.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    known = args.data / "photos" / "known_people" / "knn_examples"
-    photos = {
-        "640x480_one_face": ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg")),
-        "group_2000x1428_three_faces": ("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes()),
-    }
-    enroll_photos = [(p.name, p.read_bytes()) for p in sorted((known / "train").glob("*/*"))]
-    result = {
-        "cpus": os.cpu_count(),
-        "command": "python bench/pipeline_speed.py " + " ".join(sys.argv[1:]),
-        "identify": {},
-        "peers": {},
-    }
-    with tempfile.TemporaryDirectory() as tmp, LiveServer(Path(tmp) / "state", Path(tmp) / "server.log") as server:
+def measure_service(args, photos: dict, enroll_photos: list, env: dict) -> dict:
+    """Enrolment, /identify and throughput of one live server started with ``env``."""
+    result = {"server_env": env, "identify": {}}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LiveServer(Path(tmp) / "state", Path(tmp) / "server.log", **env) as server,
+    ):
         with server.client() as client:
             for key, photos_set in (
                 ("enroll_photos_per_s", enroll_photos),
@@ -140,14 +125,52 @@ def main() -> None:
                         "/enroll", data={"name": f"{key}-{i}"}, files={"images": (name, body)}
                     ).raise_for_status()
                 result[key] = round(args.enroll_photos / (time.perf_counter() - t0), 2)
-                log.info("%s: %.1f", key, result[key])
+                log.info("%s %s: %.1f", env, key, result[key])
             for key, photo in photos.items():
                 result["identify"][key] = time_identify(client, photo, args.repeats)
-                log.info("%s: %s", key, result["identify"][key])
+                log.info("%s %s: %s", env, key, result["identify"][key])
         result["throughput"] = [
             throughput(server, photos["640x480_one_face"], c, args.throughput_requests) for c in (1, 4, 16)
         ]
-        log.info("throughput: %s", result["throughput"])
+        log.info("%s throughput: %s", env, result["throughput"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data_root())
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--enroll-photos", type=int, default=40)
+    parser.add_argument("--throughput-requests", type=int, default=64)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument(
+        "--baseline-runtime",
+        choices=["torch", "onnxruntime"],
+        help="also measure the service with FACEREC_RUNTIME set to this, in the same run",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_speed.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    known = args.data / "photos" / "known_people" / "knn_examples"
+    photos = {
+        "640x480_one_face": ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg")),
+        "group_2000x1428_three_faces": ("obama_and_biden.jpg", (known / "test" / "obama_and_biden.jpg").read_bytes()),
+    }
+    enroll_photos = [(p.name, p.read_bytes()) for p in sorted((known / "train").glob("*/*"))]
+    result = {
+        "cpus": os.cpu_count(),
+        "command": "python bench/pipeline_speed.py " + " ".join(sys.argv[1:]),
+        "peers": {},
+    }
+    result.update(measure_service(args, photos, enroll_photos, {}))
+    if args.baseline_runtime:  # the same measurements with the networks on another runtime, same run
+        base = measure_service(args, photos, enroll_photos, {"FACEREC_RUNTIME": args.baseline_runtime})
+        base["ratios"] = {
+            key: round(base["identify"][key]["pipeline_p50_ms"] / result["identify"][key]["pipeline_p50_ms"], 2)
+            for key in photos
+        }
+        result[f"runtime_{args.baseline_runtime}"] = base
     if not args.no_peers:
         from bench.peers import DlibPipeline, YuNetSFacePipeline
 

@@ -170,6 +170,14 @@ class Landmarker:
         self.model.load_state_dict({k: v.float() for k, v in state.items()})
         self.model.eval().to(self.device)
         self.version = self.card.version
+        self.runner = self.model  # what predict() calls: the module, or its ONNX Runtime session
+
+    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
+        """Run the network on ONNX Runtime (``models.runtime``)."""
+        from models.runtime import onnx_net
+
+        size = self.card.input_size
+        self.runner = onnx_net(self.model, torch.zeros(1, 3, size, size), {0: "n"}, cache_dir, "landmarks", threads)
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
@@ -186,5 +194,5 @@ class Landmarker:
         x = hwc_batch(crops).to(self.device)
         # A few inputs (7 of YouTube Faces' 770 test faces) made the regressor answer far outside the
         # crop; points outside the crop's neighbourhood are never right, so they are kept inside it.
-        pred = self.model(x).float().clamp(-0.25, 1.25).cpu().numpy() * size
+        pred = self.runner(x).float().clamp(-0.25, 1.25).cpu().numpy() * size
         return np.stack([apply_affine(invert_affine(m), p) for m, p in zip(mats, pred)]).astype(np.float32)

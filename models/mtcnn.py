@@ -135,10 +135,13 @@ def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     for k, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(np.int64)):
         if x2 <= x1 or y2 <= y1:
             continue
-        patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-        if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
+        if (sx1, sy1, sx2, sy2) == (x1, y1, x2, y2):
+            patch = image[y1:y2, x1:x2]  # inside the image: read in place, no padded copy
+        else:
+            patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+            if sx2 > sx1 and sy2 > sy1:
+                patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
         shrink = patch.shape[0] > size
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out
@@ -177,6 +180,18 @@ class MTCNN:
         for name, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
             net.load_state_dict(torch.load(weights_dir / f"{name}.pt", map_location="cpu", weights_only=True))
             net.eval().to(self.device)
+        # What the cascade calls: the modules, or their ONNX Runtime sessions (use_onnxruntime).
+        self.run_pnet, self.run_rnet, self.run_onet = self.pnet, self.rnet, self.onet
+
+    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
+        """Run the three nets on ONNX Runtime (``models.runtime``): P-Net with any image size."""
+        from models.runtime import onnx_net
+
+        self.run_pnet = onnx_net(
+            self.pnet, torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}, cache_dir, "pnet", threads
+        )
+        self.run_rnet = onnx_net(self.rnet, torch.zeros(4, 3, 24, 24), {0: "n"}, cache_dir, "rnet", threads)
+        self.run_onet = onnx_net(self.onet, torch.zeros(2, 3, 48, 48), {0: "n"}, cache_dir, "onet", threads)
 
     def scales(self, height: int, width: int, min_face_size: int | None = None) -> list[float]:
         """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""
@@ -195,7 +210,7 @@ class MTCNN:
             # Each level is resampled from the previous one, not from the full photo: area
             # resampling costs in proportion to the source's pixels (5x less work in total here).
             level = cv2.resize(level, (ws, hs), interpolation=cv2.INTER_AREA)
-            prob, reg = self.pnet(_tensor(level, self.device))
+            prob, reg = self.run_pnet(_tensor(level, self.device))
             prob, reg = prob[0].cpu().numpy(), reg[0].cpu().numpy()
             ys, xs = np.nonzero(prob >= self.thresholds[0])
             if not len(ys):
@@ -220,7 +235,7 @@ class MTCNN:
             return empty
         boxes = square(regress(rows[:, :4], rows[:, 5:9]))
         # Stage 2: R-Net re-scores and refines every proposal, in one batch.
-        score, reg = self.rnet(_tensor(crops(image, boxes, 24), self.device))
+        score, reg = self.run_rnet(_tensor(crops(image, boxes, 24), self.device))
         score, reg = score.cpu().numpy(), reg.cpu().numpy()
         keep = score > self.thresholds[1]
         boxes, score, reg = boxes[keep], score[keep], reg[keep]
@@ -229,7 +244,7 @@ class MTCNN:
         keep = nms(boxes, score, 0.7)
         boxes = square(regress(boxes[keep], reg[keep]))
         # Stage 3: O-Net gives the final score, box and five points.
-        score, reg, pts = (t.cpu().numpy() for t in self.onet(_tensor(crops(image, boxes, 48), self.device)))
+        score, reg, pts = (t.cpu().numpy() for t in self.run_onet(_tensor(crops(image, boxes, 48), self.device)))
         keep = score > self.thresholds[2]
         boxes, score, reg, pts = boxes[keep], score[keep], reg[keep], pts[keep]
         if not len(boxes):

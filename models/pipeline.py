@@ -18,12 +18,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS
+from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS, runtime
 from models.aligner import FivePointAligner
 from models.detector import MTCNNDetector
 from models.embedder import Embedder
 from models.landmarker import Landmarker
 from models.landmarks import five_from_68
+from models.runtime import Runtime
 from models.timing import Timings
 from models.types import Detection, Face
 
@@ -100,6 +101,8 @@ class PipelineConfig:
         detector_min_face: the smallest face side (px) the detector looks for (MTCNN's pyramid).
         aligner: ``mtcnn5`` (the detector's five points) or ``landmarks68`` (our 68-point network).
         landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
+        runtime: where the networks run (``models.runtime``): ``auto`` is ONNX Runtime on a CPU and
+            PyTorch on a GPU; their outputs agree within 1e-4, so it changes speed, not results.
     """
 
     weights: Path = DEFAULT_WEIGHTS
@@ -107,6 +110,7 @@ class PipelineConfig:
     detector_min_face: int = 40
     aligner: Literal["mtcnn5", "landmarks68"] = "mtcnn5"
     landmark_weights: Path = DEFAULT_LANDMARK_WEIGHTS
+    runtime: Runtime = "auto"
 
     def differences(self, other: "PipelineConfig") -> list[str]:
         """Names of the fields where ``other`` differs (paths compared resolved)."""
@@ -118,12 +122,43 @@ def build_detector(config: PipelineConfig, device: torch.device | str = "cpu") -
     return MTCNNDetector(device, min_score=config.detector_min_score, min_face_size=config.detector_min_face)
 
 
-def build_pipeline(config: PipelineConfig | None = None, device: torch.device | str = "cpu") -> FacePipeline:
-    """The pipeline ``config`` describes (the service's defaults when omitted), loaded on ``device``."""
+def build_pipeline(
+    config: PipelineConfig | None = None, device: torch.device | str = "cpu", cache_dir: Path | None = None
+) -> FacePipeline:
+    """The pipeline ``config`` describes (the service's defaults when omitted), loaded on ``device``;
+    with ONNX Runtime, the exported networks are kept in ``cache_dir`` when one is given."""
     config = config or PipelineConfig()
     if config.aligner not in ("mtcnn5", "landmarks68"):
         raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
+    device = torch.device(device)
     landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
-    return FacePipeline(
+    pipeline = FacePipeline(
         build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
     )
+    if runtime.resolve(config.runtime, device) == "onnxruntime":
+        threads = torch.get_num_threads()
+        pipeline.detector.mtcnn.use_onnxruntime(cache_dir, threads)
+        pipeline.embedder.use_onnxruntime(cache_dir, threads)
+        if landmarker is not None:
+            landmarker.use_onnxruntime(cache_dir, threads)
+        # What PyTorch still does is tensor conversion, which needs no thread pool; with one, its
+        # threads spin-wait after each small op and take the cores from ONNX Runtime's (R-Net on
+        # 45 proposals: 2.4 ms alone, 8.5 ms inside the cascade).
+        torch.set_num_threads(1)
+    return pipeline
+
+
+def onnx_exports(config: PipelineConfig) -> dict[str, tuple[torch.nn.Module, torch.Tensor, dict[int, str]]]:
+    """Each network of the pipeline with the example input and dynamic axes it is exported with."""
+    pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch"}))
+    mtcnn, size = pipeline.detector.mtcnn, pipeline.embedder.card.input_size
+    exports = {
+        "pnet": (mtcnn.pnet, torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}),
+        "rnet": (mtcnn.rnet, torch.zeros(4, 3, 24, 24), {0: "n"}),
+        "onet": (mtcnn.onet, torch.zeros(2, 3, 48, 48), {0: "n"}),
+        "embedder": (pipeline.embedder.model, torch.zeros(2, 3, size, size), {0: "n"}),
+    }
+    if pipeline.landmarker is not None:
+        lsize = pipeline.landmarker.card.input_size
+        exports["landmarks"] = (pipeline.landmarker.model, torch.zeros(1, 3, lsize, lsize), {0: "n"})
+    return exports

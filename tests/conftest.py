@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from tests.helpers import make_client
 from training.config import data_root
 
 _databases = itertools.count()
+# Every test starts services on fresh state directories: they share one folder of networks exported
+# for ONNX Runtime (keyed by the weights' hash) instead of exporting them again each time (~10 s).
+os.environ.setdefault("FACEREC_ONNX_CACHE_DIR", str(Path(tempfile.gettempdir()) / "facerec-test-onnx"))
 
 
 @pytest.fixture(scope="session")

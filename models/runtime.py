@@ -1,0 +1,137 @@
+"""Where the networks run: PyTorch eager, or ONNX Runtime on CPU.
+
+The choice is made by measurement (``bench/runtime_speed.py``; README, "Performance"): on this 2-core
+CPU ONNX Runtime runs the detector's three small nets 1.3-3.3x faster than PyTorch eager (per-call
+overhead dominates them: P-Net on a 49x37 pyramid level 0.22 -> 0.10 ms, R-Net on 45 proposals
+4.8 -> 2.5 ms, O-Net 1.7 -> 0.5 ms) and the embedder 11% faster for one face (a batch of 2 with its
+mirror image: 10.9 -> 9.7 ms). On a GPU PyTorch stays (``auto``).
+
+Export. Each network is exported to ONNX from its loaded PyTorch module (``torch.export``, opset 18;
+batch and, for P-Net, height and width dynamic; as fast under ONNX Runtime as the legacy
+TorchScript exporter's graphs, measured: P-Net 2.27 vs 2.30 ms, the embedder 9.86 vs 10.03 ms) and the outputs are tested equal to PyTorch's within 1e-4
+(``tests/test_runtime.py``). The service keeps the exported files in a cache folder, keyed by a hash
+of the weights and the exporter's versions, so a restart does not export again (~10 s on this
+CPU the first time, 0.2 s to read back);
+``python -m models.runtime --out DIR`` writes them for users of other runtimes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["auto", "torch", "onnxruntime"]
+OPSET = 18  # the torch.export-based exporter's lowest
+
+
+def resolve(runtime: Runtime, device: torch.device) -> str:
+    """``auto``: ONNX Runtime on a CPU, PyTorch on a GPU."""
+    if runtime == "auto":
+        return "torch" if device.type == "cuda" else "onnxruntime"
+    if runtime == "onnxruntime" and device.type != "cpu":
+        raise ValueError(f"runtime onnxruntime runs on the CPU here; the device is {device} (use auto or torch)")
+    if runtime not in ("torch", "onnxruntime"):
+        raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
+    return runtime
+
+
+def export_onnx(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> bytes:
+    """The network as an ONNX model (PyTorch's ``torch.export``-based exporter): input ``x`` with the
+    ``dynamic`` axes free (index -> name), outputs as the module returns them."""
+    from torch.export import Dim
+
+    shapes = {axis: Dim(name, min=1 if axis == 0 else 12, max=8192) for axis, name in dynamic.items()}
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            net, (example,), input_names=["x"], dynamic_shapes=(shapes,), opset_version=OPSET, dynamo=True
+        )
+    return program.model_proto.SerializeToString()
+
+
+def _key(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> str:
+    import onnxruntime
+
+    h = hashlib.sha256(
+        f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{tuple(example.shape)}|{dynamic}".encode()
+    )
+    for name, value in net.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class OrtNet:
+    """An ONNX Runtime session called like the module it was exported from: a CPU tensor in, a tensor
+    (or a tuple of them) out."""
+
+    def __init__(self, model: bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's threads spin-wait after each run by default, taking the cores from whatever
+        # runs next (PyTorch, numpy, the other requests): measured in the service, /identify 112 ms
+        # with spinning against 49 ms for PyTorch eager on the same photo.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.outputs = len(self.session.get_outputs())
+
+    def __call__(self, x: torch.Tensor):
+        out = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
+        tensors = tuple(torch.from_numpy(o) for o in out)
+        return tensors[0] if self.outputs == 1 else tensors
+
+
+def onnx_net(
+    net: nn.Module,
+    example: torch.Tensor,
+    dynamic: dict[int, str],
+    cache_dir: Path | None,
+    name: str,
+    threads: int | None = None,
+) -> OrtNet:
+    """``net`` on ONNX Runtime: read from ``cache_dir`` when exported before, else exported (and
+    written there atomically when a cache folder is given)."""
+    if cache_dir is None:
+        return OrtNet(export_onnx(net, example, dynamic), threads)
+    path = Path(cache_dir) / f"{name}-{_key(net, example, dynamic)}.onnx"
+    if path.exists():
+        return OrtNet(path.read_bytes(), threads)
+    model = export_onnx(net, example, dynamic)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(model)
+    tmp.replace(path)
+    log.info("exported %s to %s", name, path)
+    return OrtNet(model, threads)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the service's networks as ONNX files (what the service runs with ONNX Runtime)."""
+    from models.pipeline import PipelineConfig, onnx_exports
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the .onnx files")
+    parser.add_argument("--weights", type=Path, default=PipelineConfig().weights, help="the embedder")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (net, example, dynamic) in onnx_exports(PipelineConfig(weights=args.weights)).items():
+        path = args.out / f"{name}.onnx"
+        path.write_bytes(export_onnx(net, example, dynamic))
+        print(f"{path}: input x {tuple(example.shape)}, dynamic axes {dynamic}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""ONNX Runtime gives the same answers as PyTorch: each exported network's outputs within 1e-4 of
+the module's on real inputs, and the whole pipeline the same faces and vectors (models.runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import runtime
+from models.pipeline import PipelineConfig, build_pipeline, onnx_exports
+from models.runtime import OrtNet, export_onnx
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def group_photo(known: Path) -> np.ndarray:
+    return np.array(Image.open(known / "test" / "obama_and_biden.jpg").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("onnx")
+    return (
+        build_pipeline(PipelineConfig(runtime="torch")),
+        build_pipeline(PipelineConfig(runtime="onnxruntime"), cache_dir=cache),
+        cache,
+    )
+
+
+def test_auto_is_onnxruntime_on_a_cpu_and_torch_on_a_gpu():
+    assert runtime.resolve("auto", torch.device("cpu")) == "onnxruntime"
+    assert runtime.resolve("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        runtime.resolve("onnxruntime", torch.device("cuda"))
+
+
+@pytest.mark.parametrize("aligner", ["mtcnn5", "landmarks68"])
+def test_every_exported_network_gives_the_modules_outputs(aligner: str):
+    rng = np.random.default_rng(0)
+    for name, (net, example, dynamic) in onnx_exports(PipelineConfig(aligner=aligner)).items():
+        session = OrtNet(export_onnx(net, example, dynamic))
+        shapes = [example.shape]
+        if 2 in dynamic:  # P-Net: other image sizes than the example's
+            shapes += [(1, 3, 37, 49), (1, 3, 144, 192)]
+        if 0 in dynamic:
+            shapes.append((5, *example.shape[1:]))
+        for shape in shapes:
+            x = torch.from_numpy(rng.uniform(-1, 1, shape).astype(np.float32))
+            with torch.inference_mode():
+                expected = net(x)
+            got = session(x)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = got if isinstance(got, tuple) else (got,)
+            for e, g in zip(expected, got):
+                assert g.shape == e.shape, (name, shape)
+                assert torch.allclose(g, e.float(), atol=TOLERANCE, rtol=0), (name, shape, (g - e).abs().max())
+
+
+def test_the_pipeline_finds_the_same_faces_and_vectors_on_either_runtime(pipelines, group_photo):
+    eager, ort_pipeline, _ = pipelines
+    a, b = eager.faces(group_photo), ort_pipeline.faces(group_photo)
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b):
+        assert np.abs(x.box - y.box).max() < 1e-2
+        assert float(np.dot(x.embedding, y.embedding)) > 0.99999
+
+
+def test_exported_networks_are_cached_and_reused(pipelines):
+    _, _, cache = pipelines
+    files = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert sorted(n.split("-")[0] for n in files) == ["embedder", "onet", "pnet", "rnet"]
+    build_pipeline(PipelineConfig(runtime="onnxruntime"), cache_dir=cache)
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == files  # read, not exported again
+
+
+def test_the_export_command_writes_loadable_models(tmp_path: Path):
+    runtime.main(["--out", str(tmp_path)])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["embedder.onnx", "onet.onnx", "pnet.onnx", "rnet.onnx"]
+    session = OrtNet((tmp_path / "embedder.onnx").read_bytes())
+    assert session(torch.zeros(1, 3, 80, 80)).shape == (1, 512)
