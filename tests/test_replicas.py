@@ -216,3 +216,25 @@ def test_a_database_outage_is_a_json_503_and_the_replicas_recover(tmp_path: Path
                     assert "before" in identified_as(c, probe)
                 assert ca.post("/enroll", data={"name": "after"}, files=files([kit])).status_code == 201
                 wait_until(lambda: set(identified_as(cb, probe)) == {"before", "after"}, LAG_BOUND_S)
+
+
+def _migrate(url: str) -> None:
+    from app.db.session import make_engine, upgrade_database
+
+    upgrade_database(make_engine(url))
+
+
+def test_replicas_started_together_on_a_new_database_migrate_it_once(tmp_path: Path, database_url: str):
+    """Workers or replicas starting at the same moment each run the migrations: one at a time."""
+    import multiprocessing
+
+    url = database_url or f"sqlite:///{tmp_path / 'facerec.db'}"
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_migrate, args=(url,)) for _ in range(4)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(120)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    counts, _, _ = database_state(tmp_path, database_url)
+    assert counts == {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
 import migrations
@@ -56,10 +57,29 @@ def make_session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+#: PostgreSQL advisory-lock key held while migrating (any constant agreed by all replicas).
+MIGRATION_LOCK = 0x66616365  # "face"
+
+
 def upgrade_database(engine: Engine) -> None:
-    """Apply every Alembic migration (``alembic upgrade head``) on ``engine``."""
+    """Apply every Alembic migration (``alembic upgrade head``) on ``engine``, one process at a time:
+    replicas or workers started together on a new database would otherwise all create its tables.
+    PostgreSQL: a transaction-scoped advisory lock (the migrations run in that transaction).
+    SQLite: an exclusive lock on a file beside the database."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        lock = open(f"{engine.url.database}.migrate.lock", "a")  # noqa: SIM115 (closed below)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    else:
+        lock = None
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
