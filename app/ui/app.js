@@ -410,6 +410,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#fpr").addEventListener("change", () => {
     if (state.identify) drawIdentify();
   });
+  $("#verify-fpr").replaceChildren(...[...$("#fpr").options].map((o) => o.cloneNode(true)));
   $("#verify-form").addEventListener("submit", (e) => {
     e.preventDefault();
     guarded(verify);
