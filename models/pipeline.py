@@ -136,11 +136,10 @@ def build_pipeline(
         build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
     )
     if runtime.resolve(config.runtime, device) == "onnxruntime":
-        threads = torch.get_num_threads()
-        pipeline.detector.mtcnn.use_onnxruntime(cache_dir, threads)
-        pipeline.embedder.use_onnxruntime(cache_dir, threads)
+        pipeline.detector.mtcnn.use_onnxruntime(cache_dir)
+        pipeline.embedder.use_onnxruntime(cache_dir)
         if landmarker is not None:
-            landmarker.use_onnxruntime(cache_dir, threads)
+            landmarker.use_onnxruntime(cache_dir)
         # What PyTorch still does is tensor conversion, which needs no thread pool; with one, its
         # threads spin-wait after each small op and take the cores from ONNX Runtime's (R-Net on
         # 45 proposals: 2.4 ms alone, 8.5 ms inside the cascade).

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnxruntime"]
 OPSET = 18  # the torch.export-based exporter's lowest
+#: Threads per ONNX Runtime session: PyTorch's count when this module was first imported (building a
+#: pipeline on ONNX Runtime sets PyTorch's own to one, so a second build must not read it from there).
+THREADS = torch.get_num_threads()
 
 
 def resolve(runtime: Runtime, device: torch.device) -> str:
@@ -78,7 +81,7 @@ class OrtNet:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads or THREADS
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime's threads spin-wait after each run by default, taking the cores from whatever
