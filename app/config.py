@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         _PIPELINE.runtime,
         description="where the networks run: auto = ONNX Runtime on a CPU (measured faster), PyTorch on a GPU",
     )
+    inference_concurrency: int = Field(
+        2,
+        ge=0,
+        description="photos whose networks may run at the same time (0: no limit); more only share the "
+        "cores and thrash their thread pools (bench/inference_gate.py)",
+    )
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")

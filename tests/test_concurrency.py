@@ -1,7 +1,8 @@
 """16 concurrent clients against the real server: enrol, identify, list and delete interleaved.
 
 No 5xx, no lost write, a final state that matches what was acknowledged, and the event loop free
-while inference runs (a health probe is answered faster than an identification)."""
+while inference runs (a health probe is answered faster than an identification). And the gate
+that keeps more photos than the cores can serve out of the networks."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
 from app.services.index import checksum
+from app.services.recognition import Upload
 from app.testing import LiveServer
-from tests.helpers import database_state, one_face_photos
+from tests.helpers import database_state, make_client, one_face_photos
 
 log = logging.getLogger(__name__)
 CLIENTS = 16
@@ -96,3 +99,35 @@ def test_sixteen_concurrent_clients(tmp_path: Path, data: Path, database_url: st
     )
     # Inference runs in worker threads: the event loop keeps answering while identifications queue.
     assert len(health_s) >= 3 and statistics.median(health_s) < statistics.median(identify)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 0])
+def test_at_most_inference_concurrency_photos_are_in_the_networks_at_once(tmp_path: Path, data: Path, limit: int):
+    """The gate around detection and embedding (FACEREC_INFERENCE_CONCURRENCY; 0: none). The real
+    pipeline runs; a counter around its detect call records how many photos were inside at once."""
+    photo = one_face_photos(data)[0]
+    with make_client(tmp_path / "state", inference_concurrency=limit) as client:
+        service = client.app.state.service
+        detect, inside, most = service.pipeline.detect, [0], [0]
+        lock = threading.Lock()
+
+        def counted(*args, **kwargs):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            try:
+                time.sleep(0.05)  # widen the window in which a second photo could enter
+                return detect(*args, **kwargs)
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+        service.pipeline.detect = counted
+        upload = Upload(*photo)
+        with ThreadPoolExecutor(6) as pool:
+            found = list(pool.map(lambda _: service.faces(upload)[1], range(12)))
+    assert found == [1] * 12
+    if limit:
+        assert most[0] <= limit
+    else:
+        assert most[0] > 2  # without the gate the photos do overlap, so the bound above is the gate's
