@@ -41,6 +41,11 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 5
 
     weights = export(run, tmp_path / "w" / "tiny.pt", flip_tta=True)
+    # The card says how the weights were made: three steps' schedule, then resumed on five steps'.
+    reproduce = json.loads(weights.with_suffix(".json").read_text())["reproduce"]
+    assert reproduce.endswith(
+        " --set steps=3 && python -m training.train --config " + f"{run / 'config.yaml'} --resume --set steps=5"
+    ), reproduce
     embedder = Embedder(weights)
     crops = [cv2.imread(str(p))[:, :, ::-1].copy() for p in sorted((tiny_tree / "person_0").iterdir())[:2]]
     vectors = embedder.embed(crops)

@@ -63,6 +63,14 @@ def reproduce_config(name: str, run: Path) -> str:
     return str(committed) if committed.exists() else str(run / "config.yaml")
 
 
+def resumed_schedules(run: Path) -> list[dict]:
+    """The times a run was resumed with another schedule length, in order (``training.train`` logs
+    each: ``{"step", "resumed_with": {"steps"}, "was": {"steps"}}``); with them the card's reproduce
+    command runs the same schedules, warm restarts included."""
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in lines if "resumed_with" in r]
+
+
 def realigned_with(data_dir: Path) -> str | None:
     """The landmark weights ``training.realign`` (or ``training.celeba``) aligned ``data_dir`` with."""
     summaries = sorted(data_dir.glob("realign_*of*.json"))
@@ -126,7 +134,13 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
     classes = json.loads((run / "classes.json").read_text())
     scoring = export_cohort(state["head"], out, cohort_top_k) if cohort_top_k else {"method": "cosine"}
     landmarks = realigned_with(cfg.resolved_data_dir())
-    reproduce = f"python -m training.train --config {reproduce_config(cfg.name, run)}"
+    config = reproduce_config(cfg.name, run)
+    resumes = resumed_schedules(run)
+    first = f" --set steps={resumes[0]['was']['steps']}" if resumes else ""
+    reproduce = f"python -m training.train --config {config}{first}" + "".join(
+        f" && python -m training.train --config {config} --resume --set steps={r['resumed_with']['steps']}"
+        for r in resumes
+    )
     build = celeba_build(cfg.resolved_data_dir())
     if build:
         reproduce = (

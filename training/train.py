@@ -204,7 +204,8 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume given but {ckpt_path} does not exist; drop --resume to start")
-        check_resume(run, config_from_dict(yaml.safe_load((run / "config.yaml").read_text())), cfg, RESUME_OVERRIDABLE)
+        saved = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+        check_resume(run, saved, cfg, RESUME_OVERRIDABLE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -266,6 +267,12 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
     backbone.train()
     head.train()
     log_file = RunLog(run) if world.main else None
+    if log_file and resume and saved.steps != cfg.steps:
+        # A longer (or shorter) schedule changes the learning rate from here on: the log keeps it, so
+        # the card's reproduce command can say how the weights were made (training.export).
+        log_file.write(
+            {"step": start, "resumed_with": {"steps": cfg.steps}, "was": {"steps": saved.steps}, "time": time.time()}
+        )
     bar = tqdm(
         range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step", disable=not world.main
     )
