@@ -146,12 +146,23 @@ def dir_at_fpir(
     """Open-set identification rate: a mated probe is a hit when its rank-1 gallery identity is
     correct and its score is above the threshold at which share ``fpir`` of non-mated probes are
     (wrongly) accepted (the seed's N-th-largest convention). ``score`` as in :func:`idrate_pairs`."""
+    return dir_from_scores(score(mated, gallery), gallery_labels, mated_labels, score(non_mated, gallery).max(1), fpirs)
+
+
+def dir_from_scores(
+    mated_sims: np.ndarray,
+    gallery_labels: np.ndarray,
+    mated_labels: np.ndarray,
+    non_mated_top: np.ndarray,
+    fpirs: list[float],
+) -> list[RatePoint]:
+    """:func:`dir_at_fpir` from scores already computed: mated probes x gallery, and each non-mated
+    probe's best gallery score (however the non-mated probes were searched -- e.g. leave one person
+    out, where the probe's own person is removed from its gallery)."""
     gallery_labels, mated_labels = np.asarray(gallery_labels), np.asarray(mated_labels)
-    mated_sims = score(mated, gallery)
     top = mated_sims.argmax(1)
     top_score = mated_sims[np.arange(len(top)), top]
     correct = gallery_labels[top] == mated_labels
-    non_mated_top = score(non_mated, gallery).max(1)
     points = []
     for fpir in fpirs:
         t = threshold_at_fpr(non_mated_top, fpir)

@@ -129,13 +129,8 @@ def idrate_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], sco
         non_mated_top = sims.max(1)
         how = "each person's last photo against the gallery without that person"
     mated_sims = score(stack(mated), stack(gallery))
-    top = mated_sims.argmax(1)
-    top_score = mated_sims[np.arange(len(top)), top]
-    correct = person(gallery)[top] == person(mated)
-    result["dir_at_fpir"] = []
-    for fpir in FPIRS:
-        t = metrics.threshold_at_fpr(non_mated_top, fpir)
-        result["dir_at_fpir"].append({"fpr": fpir, "threshold": t, "tpr": float(np.mean(correct & (top_score > t)))})
+    rates = metrics.dir_from_scores(mated_sims, person(gallery), person(mated), non_mated_top, FPIRS)
+    result["dir_at_fpir"] = [vars(p) for p in rates]
     result["open_set_counts"] = {
         "gallery": len(gallery),
         "mated": len(mated),
