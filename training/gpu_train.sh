@@ -27,7 +27,10 @@ ADAFACE=(--set loss=adaface --set "loss_kwargs={s: 32.0, m: 0.4, h: 0.333}")
 mkdir -p "$OUT/logs" "$DATA"
 stamp() { echo "[$(date +%T)] $*"; }
 
-[ -n "$(ls -A "$DATA")" ] || tar xzf "$CROPS" -C "$DATA" || exit 1
+# CROPS may be a pattern (gpu_pack --max-mb parts, carried by successive calls): every match is unpacked.
+if [ -z "$(ls -A "$DATA")" ]; then
+  for t in $CROPS; do tar xzf "$t" -C "$DATA" || exit 1; done
+fi
 stamp "crops: $(find "$DATA" -name '*.webp' | wc -l) files"
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c \
   "import torch, cv2, numpy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cv2', cv2.__version__, 'numpy', numpy.__version__)"
