@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         _PIPELINE.runtime,
         description="where the networks run: auto = ONNX Runtime on a CPU (measured faster), PyTorch on a GPU",
     )
+    embedder_int8: bool = Field(
+        _PIPELINE.embedder_int8,
+        description="run the card's int8 embedder on ONNX Runtime (training.quantize): a model version of its own",
+    )
     inference_concurrency: int = Field(
         2,
         ge=0,
@@ -146,6 +150,7 @@ class Settings(BaseSettings):
             aligner=self.aligner,
             landmark_weights=self.landmark_weights,
             runtime=self.runtime,
+            embedder_int8=self.embedder_int8,
         )
 
     @property

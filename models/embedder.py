@@ -114,7 +114,7 @@ class Embedder:
     """
 
     def __init__(self, weights: Path, device: torch.device | str = "cpu", bf16: bool | None = None) -> None:
-        weights = Path(weights)
+        self.weights = weights = Path(weights)
         self.card = ModelCard.load(weights.with_suffix(".json"))
         self.device = torch.device(device)
         self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
@@ -125,12 +125,27 @@ class Embedder:
         self.score: ScoreFunction = load_score_function(weights, self.card)
         self.runner = self.model  # what embed() calls: the module, or its ONNX Runtime session
 
-    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
-        """Run the network on ONNX Runtime (``models.runtime``)."""
-        from models.runtime import onnx_net
+    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None, int8: bool = False) -> None:
+        """Run the network on ONNX Runtime (``models.runtime``); with ``int8``, the quantized network
+        the card names (``training.quantize``). Its vectors differ a little from fp32's, so the
+        version gets ``-int8``: vectors of the two are never compared (enrolled faces are re-enrolled)."""
+        from models.runtime import OrtNet, onnx_net
 
-        size = self.card.input_size
-        self.runner = onnx_net(self.model, torch.zeros(2, 3, size, size), {0: "n"}, cache_dir, "embedder", threads)
+        if not int8:
+            size = self.card.input_size
+            self.runner = onnx_net(self.model, torch.zeros(2, 3, size, size), {0: "n"}, cache_dir, "embedder", threads)
+            return
+        entry = self.card.raw.get("int8")
+        if not entry:
+            raise ValueError(
+                f"the card of {self.weights} names no int8 network: make one with python -m training.quantize "
+                "--weights ... --data ..., or leave FACEREC_EMBEDDER_INT8 off"
+            )
+        model = (self.weights.parent / entry["file"]).read_bytes()
+        if hashlib.sha256(model).hexdigest() != entry["sha256"]:
+            raise ValueError(f"{entry['file']} does not match the SHA-256 its card records")
+        self.runner = OrtNet(model, threads)
+        self.version = f"{self.card.version}-int8"
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""

@@ -103,6 +103,8 @@ class PipelineConfig:
         landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
         runtime: where the networks run (``models.runtime``): ``auto`` is ONNX Runtime on a CPU and
             PyTorch on a GPU; their outputs agree within 1e-4, so it changes speed, not results.
+        embedder_int8: run the card's int8 embedder (``training.quantize``; ONNX Runtime only). It
+            changes the vectors a little, so it is a model version of its own.
     """
 
     weights: Path = DEFAULT_WEIGHTS
@@ -111,6 +113,7 @@ class PipelineConfig:
     aligner: Literal["mtcnn5", "landmarks68"] = "mtcnn5"
     landmark_weights: Path = DEFAULT_LANDMARK_WEIGHTS
     runtime: Runtime = "auto"
+    embedder_int8: bool = False
 
     def differences(self, other: "PipelineConfig") -> list[str]:
         """Names of the fields where ``other`` differs (paths compared resolved)."""
@@ -135,9 +138,15 @@ def build_pipeline(
     pipeline = FacePipeline(
         build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
     )
-    if runtime.resolve(config.runtime, device) == "onnxruntime":
+    on_ort = runtime.resolve(config.runtime, device) == "onnxruntime"
+    if config.embedder_int8 and not on_ort:
+        raise ValueError(
+            f"the int8 embedder runs on ONNX Runtime on a CPU; runtime {config.runtime!r} on {device} "
+            "would ignore it: turn FACEREC_EMBEDDER_INT8 off or use the CPU runtime"
+        )
+    if on_ort:
         pipeline.detector.mtcnn.use_onnxruntime(cache_dir)
-        pipeline.embedder.use_onnxruntime(cache_dir)
+        pipeline.embedder.use_onnxruntime(cache_dir, int8=config.embedder_int8)
         if landmarker is not None:
             landmarker.use_onnxruntime(cache_dir)
         # What PyTorch still does is tensor conversion, which needs no thread pool; with one, its
@@ -149,7 +158,7 @@ def build_pipeline(
 
 def onnx_exports(config: PipelineConfig) -> dict[str, tuple[torch.nn.Module, torch.Tensor, dict[int, str]]]:
     """Each network of the pipeline with the example input and dynamic axes it is exported with."""
-    pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch"}))
+    pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch", "embedder_int8": False}))
     mtcnn, size = pipeline.detector.mtcnn, pipeline.embedder.card.input_size
     exports = {
         "pnet": (mtcnn.pnet, torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}),

@@ -3,6 +3,8 @@ the module's on real inputs, and the whole pipeline the same faces and vectors (
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 
 from models import runtime
+from models.embedder import Embedder
 from models.pipeline import PipelineConfig, build_pipeline, onnx_exports
 from models.runtime import OrtNet, export_onnx
 
@@ -84,3 +87,35 @@ def test_the_export_command_writes_loadable_models(tmp_path: Path):
     assert names == ["embedder.onnx", "onet.onnx", "pnet.onnx", "rnet.onnx"]
     session = OrtNet((tmp_path / "embedder.onnx").read_bytes())
     assert session(torch.zeros(1, 3, 80, 80)).shape == (1, 512)
+
+
+def test_the_int8_embedder_gives_nearly_the_fp32_vectors_under_a_version_of_its_own(pipelines, group_photo):
+    _, fp32, cache = pipelines
+    int8 = build_pipeline(PipelineConfig(runtime="onnxruntime", embedder_int8=True), cache_dir=cache)
+    a, b = fp32.faces(group_photo), int8.faces(group_photo)
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b):
+        assert np.abs(x.box - y.box).max() < 1e-2  # detection is untouched
+        assert 0.99 < float(np.dot(x.embedding, y.embedding)) < 0.99999  # close, and really another network
+    assert int8.embedder.version == f"{fp32.embedder.version}-int8"  # never compared with fp32 vectors
+
+
+def test_the_int8_embedder_is_refused_where_it_would_be_ignored():
+    with pytest.raises(ValueError, match="int8 embedder runs on ONNX Runtime"):
+        build_pipeline(PipelineConfig(runtime="torch", embedder_int8=True))
+
+
+def test_an_int8_network_its_card_does_not_vouch_for_is_refused(tmp_path: Path):
+    weights = PipelineConfig().weights
+    for f in weights.parent.glob(f"{weights.stem}.*"):
+        shutil.copy(f, tmp_path / f.name)
+    copy = tmp_path / weights.name
+    onnx_file = copy.with_suffix(".int8.onnx")
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
+        Embedder(copy).use_onnxruntime(int8=True)
+    card = json.loads(copy.with_suffix(".json").read_text())
+    del card["int8"]
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="names no int8 network"):
+        Embedder(copy).use_onnxruntime(int8=True)

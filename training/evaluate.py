@@ -183,12 +183,13 @@ def update_card(card_path: Path, result: dict, heldout: dict) -> None:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
-def pipeline_config(weights: Path, landmark_weights: Path | None = None) -> PipelineConfig:
+def pipeline_config(weights: Path, landmark_weights: Path | None = None, int8: bool = False) -> PipelineConfig:
     """The evaluated pipeline: the service's (``models.pipeline.PipelineConfig`` defaults) with these
-    weights, aligned by our 68-point network when ``landmark_weights`` is given."""
+    weights, aligned by our 68-point network when ``landmark_weights`` is given, with the card's int8
+    embedder when ``int8``."""
     if landmark_weights is None:
-        return PipelineConfig(weights=weights)
-    return PipelineConfig(weights=weights, aligner="landmarks68", landmark_weights=landmark_weights)
+        return PipelineConfig(weights=weights, embedder_int8=int8)
+    return PipelineConfig(weights=weights, aligner="landmarks68", landmark_weights=landmark_weights, embedder_int8=int8)
 
 
 DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
@@ -236,6 +237,7 @@ def run_evaluation(
     landmark_weights: Path | None = None,
     alignment: str = "auto",
     scoring: str = "card",
+    int8: bool = False,
 ) -> dict:
     """Evaluate ``weights`` on LFW, write the report to ``out`` and return the metrics.
 
@@ -244,7 +246,7 @@ def run_evaluation(
     """
     root = (data or data_root()) / "lfw"
     t0 = time.perf_counter()
-    pipeline = build_pipeline(pipeline_config(weights, landmark_weights), device)
+    pipeline = build_pipeline(pipeline_config(weights, landmark_weights, int8), device)
     if flip_tta != "card":
         pipeline.embedder.card.flip_tta = flip_tta == "on"
     people = lfw.list_people(root / "images")
@@ -312,11 +314,16 @@ def main(argv: list[str] | None = None) -> None:
         default="card",
         help="cosine: plain cosine even when the card scores with cohort normalisation",
     )
+    parser.add_argument(
+        "--embedder-int8",
+        action="store_true",
+        help="the card's int8 embedder (training.quantize) on ONNX Runtime, as FACEREC_EMBEDDER_INT8=1 serves it",
+    )
     args = parser.parse_args(argv)
     if args.update_card:
         # The card describes what the service serves: any option that measures something else is refused.
         served = PipelineConfig(weights=args.weights)
-        differs = served.differences(pipeline_config(args.weights, args.landmarks))
+        differs = served.differences(pipeline_config(args.weights, args.landmarks, args.embedder_int8))
         differs += [
             f"--{k.replace('_', '-')} {v}"
             for k, v in (("flip_tta", args.flip_tta), ("alignment", args.alignment), ("scoring", args.scoring))
@@ -338,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         args.landmarks,
         args.alignment,
         args.scoring,
+        args.embedder_int8,
     )
     if args.update_card:
         from training.heldout import evaluate_heldout
