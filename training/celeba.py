@@ -23,7 +23,9 @@ Two stages, both resumable and idempotent (run the same command again: finished 
    ``records/*.jsonl``. Photos that the shared training set already holds (same CelebA file in its
    ``celeba_<id>`` folder) are not made twice. ``--shard i/n`` splits this stage over processes.
 2. **Checks and the training tree** (after every shard is done; run once more without ``--shard``).
-   Every crop is embedded by ``--weights`` (the shipped embedder by default), and
+   Every crop is embedded by ``--weights`` (default: the pre-CelebA embedder
+   ``arcface_iresnet18_half_80_lm68_light.pt`` that made the committed build, so a rebuild drops and
+   merges the same photos whichever model is shipped), and
    - a photo whose face disagrees with its identity's other photos (cosine to the mean of the
      others below ``--min-agreement``; identities of 3 or more photos) is dropped: a wrong face
      picked in a group shot, or a CelebA label mistake;
