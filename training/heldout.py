@@ -174,12 +174,12 @@ def main(argv: list[str] | None = None) -> None:
         "--webp-quality", type=int, default=0, help="measure crops packed as WebP of this quality (training.gpu_pack)"
     )
     parser.add_argument(
-        "--int8", action="store_true", help="the card's int8 embedder on ONNX Runtime (training.quantize)"
+        "--embedder-int8", action="store_true", help="the card's int8 embedder on ONNX Runtime (training.quantize)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedder = Embedder(args.weights)
-    if args.int8:
+    if args.embedder_int8:
         embedder.use_onnxruntime(int8=True)  # its version ends in -int8, so its cached vectors are its own
     result = evaluate_heldout(embedder, args.heldout.expanduser(), args.cache_dir, args.webp_quality)
     result.pop("_curves")

@@ -9,7 +9,7 @@ Runtime (QDQ; weights int8 per output channel, activations uint8) using the acti
 ``<weights stem>.int8.onnx`` beside the weights and an ``int8`` entry in the card (file, SHA-256,
 calibration, the ONNX Runtime version); the service runs it with ``FACEREC_EMBEDDER_INT8=1``.
 Whether it is good enough is measured, not assumed: ``training.evaluate --embedder-int8`` and
-``training.heldout --int8`` give its figures beside the fp32 ones.
+``training.heldout --embedder-int8`` give its figures beside the fp32 ones.
 """
 
 from __future__ import annotations
