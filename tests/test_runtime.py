@@ -119,3 +119,32 @@ def test_an_int8_network_its_card_does_not_vouch_for_is_refused(tmp_path: Path):
     copy.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="names no int8 network"):
         Embedder(copy).use_onnxruntime(int8=True)
+
+
+def test_the_quantize_command_writes_an_int8_network_its_card_vouches_for(tmp_path: Path, data: Path):
+    from training import quantize
+
+    weights = PipelineConfig().weights
+    for f in weights.parent.glob(f"{weights.stem}.*"):
+        if not f.name.endswith(".int8.onnx"):
+            shutil.copy(f, tmp_path / f.name)
+    copy = tmp_path / weights.name
+    card = json.loads(copy.with_suffix(".json").read_text())
+    del card["int8"]
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    train = data / "recognition" / "train"
+    tree = tmp_path / "train"
+    for person in sorted(train.iterdir())[:4]:
+        shutil.copytree(person, tree / person.name)
+    crops = sorted(tree.glob("*/*"))
+    with pytest.raises(ValueError, match="asks for more"):
+        quantize.main(["--weights", str(copy), "--data", str(tree), "--crops", str(len(crops) + 1)])
+
+    quantize.main(["--weights", str(copy), "--data", str(tree), "--crops", "16"])
+    entry = json.loads(copy.with_suffix(".json").read_text())["int8"]
+    assert entry["file"] == copy.with_suffix(".int8.onnx").name and "--crops 16" in entry["reproduce"]
+    fp32, int8 = Embedder(copy), Embedder(copy)
+    int8.use_onnxruntime(int8=True)  # the SHA-256 the card records matches the file written
+    faces = [np.array(Image.open(f).convert("RGB").resize((112, 112))) for f in crops[:6]]
+    cosines = np.sum(fp32.embed(faces) * int8.embed(faces), axis=1)
+    assert 0.99 < cosines.min() and cosines.max() < 0.99999, cosines  # close, and really int8 (measured 0.999)
