@@ -87,8 +87,7 @@ def main() -> None:
         pipeline = build_pipeline(settings.pipeline_config, cache_dir=Path(tmp))
 
     def ours(rgb: np.ndarray) -> list:
-        detections = pipeline.detect(rgb)
-        return pipeline.embed_detections(rgb, detections[: settings.max_faces])
+        return pipeline.faces(rgb, settings.max_faces)
 
     peers = {p.name: p for p in ([YuNetSFacePipeline()] + ([] if args.no_dlib else [DlibPipeline()]))}
     result = {

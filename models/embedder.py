@@ -63,6 +63,17 @@ class ModelCard:
         return {float(fpr): float(t) for fpr, t in table.items()}
 
 
+def read_vouched(path: Path, sha256: str, what: str, remedy: str) -> bytes:
+    """The bytes of a file a model card names beside the weights, checked against the SHA-256 it
+    records: a file from another export must not be served with this card's thresholds."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} ({what}) is missing; {remedy}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path} ({what}) does not match the SHA-256 its card records; {remedy}")
+    return data
+
+
 def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
     """The score the card's thresholds were calibrated on: plain cosine, or cosine normalised by the
     cohort file named in the card's ``scoring`` (checked against its SHA-256)."""
@@ -76,17 +87,12 @@ def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
             "known: 'cosine', 'cohort' (re-export it with training.export)"
         )
     path = weights.parent / scoring["cohort_file"]
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} (the cohort the card of {weights.name} scores with) is missing; "
-            "re-export with training.export --cohort-top-k"
-        )
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != scoring["cohort_sha256"]:
-        raise ValueError(
-            f"{path} does not match the SHA-256 in the card of {weights.name}; "
-            "export the weights and the cohort together"
-        )
+    data = read_vouched(
+        path,
+        scoring["cohort_sha256"],
+        f"the cohort the card of {weights.name} scores with",
+        "re-export the weights and the cohort together with training.export --cohort-top-k",
+    )
     cohort = np.load(io.BytesIO(data)).astype(np.float32)
     if cohort.ndim != 2 or cohort.shape[1] != card.embedding_dim:
         raise ValueError(f"{path} holds an array of shape {cohort.shape}; expected (n, {card.embedding_dim})")
@@ -141,9 +147,12 @@ class Embedder:
                 f"the card of {self.weights} names no int8 network: make one with python -m training.quantize "
                 "--weights ... --data ..., or leave FACEREC_EMBEDDER_INT8 off"
             )
-        model = (self.weights.parent / entry["file"]).read_bytes()
-        if hashlib.sha256(model).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{entry['file']} does not match the SHA-256 its card records")
+        model = read_vouched(
+            self.weights.parent / entry["file"],
+            entry["sha256"],
+            f"the int8 network the card of {self.weights.name} names",
+            "make it again with python -m training.quantize",
+        )
         self.runner = OrtNet(model, threads)
         self.version = f"{self.card.version}-int8"
 
