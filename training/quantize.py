@@ -27,6 +27,7 @@ import torch
 from models.embedder import Embedder
 from models.inputs import hwc_batch, resize_crop
 from models.runtime import export_onnx
+from training.data import face_files, list_identity_folders
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.quantize")
@@ -46,7 +47,7 @@ def quantize(weights: Path, data: Path, crops: int, seed: int) -> Path:
 
     embedder = Embedder(weights)
     size = embedder.card.input_size
-    files = sorted(p for p in Path(data).expanduser().glob("*/*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    files = [f for _, f in face_files(list_identity_folders(Path(data).expanduser()))]  # as training lists them
     if len(files) < crops:
         raise ValueError(f"{data} has {len(files)} crops; --crops {crops} asks for more")
     random.Random(seed).shuffle(files)
