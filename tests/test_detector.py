@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.mtcnn import MTCNN, nms, square
+from models.mtcnn import MTCNN, nms, nms_loop, square
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,17 @@ def test_nms_and_square_known_values():
     assert nms(boxes, scores, 0.7).tolist() == [3, 0, 1, 2]
     assert nms(boxes, scores, 0.7, mode="min").tolist() == [3, 2]
     assert square(np.array([[0, 0, 4, 10]], np.float32)).tolist() == [[-3, 0, 7, 10]]
+
+
+@pytest.mark.parametrize("mode", ["union", "min"])
+def test_nms_keeps_exactly_what_the_loop_keeps_with_tied_scores_and_empty_boxes(mode):
+    rng = np.random.default_rng(0)
+    for n in [0, 1, 2, *rng.integers(3, 200, 300)]:
+        xy = rng.uniform(0, 100, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 60, (n, 2)).astype(np.float32)], 1)
+        scores = rng.choice(np.array([1.0, 0.99, 0.9, 0.7], np.float32), n)  # P-Net saturates at 1.0: ties
+        for threshold in (0.5, 0.7):
+            assert nms(boxes, scores, threshold, mode).tolist() == nms_loop(boxes, scores, threshold, mode).tolist()
 
 
 def _marked_faces(crowds):
