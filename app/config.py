@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="smallest face side in pixels the detector looks for; "
         "20 finds tiny faces at ~1.5x the detection time",
     )
+    detector_pyramid_factor: float = Field(
+        _PIPELINE.detector_pyramid_factor,
+        gt=0.3,
+        lt=1.0,
+        description="ratio between the detector's pyramid levels; smaller searches fewer levels",
+    )
     enroll_min_face: int = Field(
         80,
         ge=12,
@@ -147,6 +153,7 @@ class Settings(BaseSettings):
             weights=self.weights,
             detector_min_score=self.detector_min_score,
             detector_min_face=self.detector_min_face,
+            detector_pyramid_factor=self.detector_pyramid_factor,
             aligner=self.aligner,
             landmark_weights=self.landmark_weights,
             runtime=self.runtime,

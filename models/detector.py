@@ -19,21 +19,28 @@ class MTCNNDetector:
         min_score: faces scored below this are dropped (MTCNN's own last-stage threshold is 0.7,
             which lets through textured background patches in group photos).
         min_face_size: smallest face side, in pixels of the (possibly downscaled) image.
+        factor: the ratio between the pyramid levels MTCNN searches (the published 0.709 = 1/sqrt(2)).
         max_side: larger photos are downscaled to this side for detection and the boxes and points
             mapped back, which bounds detection time without changing what is found at normal sizes.
     """
 
     def __init__(
-        self, device: torch.device | str = "cpu", min_score: float = 0.9, min_face_size: int = 20, max_side: int = 1280
+        self,
+        device: torch.device | str = "cpu",
+        min_score: float = 0.9,
+        min_face_size: int = 20,
+        max_side: int = 1280,
+        factor: float = 0.709,
     ) -> None:
-        self.mtcnn = MTCNN(device=device, min_face_size=min_face_size)
+        self.mtcnn = MTCNN(device=device, min_face_size=min_face_size, factor=factor)
         self.min_score = min_score
         self.max_side = max_side
 
     @property
     def key(self) -> str:
         """Names the cascade and its settings: caches of detections are keyed by it."""
-        return f"{MTCNN.version}|{self.min_score}|{self.mtcnn.min_face_size}|{self.max_side}"
+        m = self.mtcnn
+        return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}"
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
         """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first.

@@ -99,6 +99,7 @@ class PipelineConfig:
         weights: the embedder (its card says input size, flip TTA and scoring).
         detector_min_score: faces the detector scores lower are ignored.
         detector_min_face: the smallest face side (px) the detector looks for (MTCNN's pyramid).
+        detector_pyramid_factor: the ratio between MTCNN's pyramid levels (``bench/detector_profile.py``).
         aligner: ``mtcnn5`` (the detector's five points) or ``landmarks68`` (our 68-point network).
         landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
         runtime: where the networks run (``models.runtime``): ``auto`` is ONNX Runtime on a CPU and
@@ -110,6 +111,7 @@ class PipelineConfig:
     weights: Path = DEFAULT_WEIGHTS
     detector_min_score: float = 0.9
     detector_min_face: int = 40
+    detector_pyramid_factor: float = 0.6
     aligner: Literal["mtcnn5", "landmarks68"] = "mtcnn5"
     landmark_weights: Path = DEFAULT_LANDMARK_WEIGHTS
     runtime: Runtime = "auto"
@@ -122,7 +124,12 @@ class PipelineConfig:
 
 
 def build_detector(config: PipelineConfig, device: torch.device | str = "cpu") -> MTCNNDetector:
-    return MTCNNDetector(device, min_score=config.detector_min_score, min_face_size=config.detector_min_face)
+    return MTCNNDetector(
+        device,
+        min_score=config.detector_min_score,
+        min_face_size=config.detector_min_face,
+        factor=config.detector_pyramid_factor,
+    )
 
 
 def build_pipeline(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.mtcnn import MTCNN, nms, nms_loop, square
+from models.mtcnn import MTCNN, crops, halvings, nms, nms_loop, square
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,31 @@ def test_nms_keeps_exactly_what_the_loop_keeps_with_tied_scores_and_empty_boxes(
         scores = rng.choice(np.array([1.0, 0.99, 0.9, 0.7], np.float32), n)  # P-Net saturates at 1.0: ties
         for threshold in (0.5, 0.7):
             assert nms(boxes, scores, threshold, mode).tolist() == nms_loop(boxes, scores, threshold, mode).tolist()
+
+
+def test_large_boxes_are_read_from_halvings_and_the_boxes_returned_are_the_ones_read(data):
+    from app.services.images import decode_image
+
+    path = data / "photos" / "known_people" / "knn_examples" / "test" / "obama_and_biden.jpg"
+    image = decode_image(path.read_bytes(), path.name, max_bytes=10**8, max_pixels=10**8).pixels
+    rng = np.random.default_rng(0)
+    sides = np.array([20, 30, 47, 48, 60, 95, 96, 130, 260, 500, 900], np.float32)
+    centres = rng.uniform([-50, -50], [image.shape[1] + 50, image.shape[0] + 50], (len(sides), 2)).astype(np.float32)
+    boxes = np.concatenate([centres - sides[:, None] / 2, centres + sides[:, None] / 2], 1)
+    halves = halvings(image, 5)
+    assert [h.shape[:2] for h in halves[:3]] == [(1428, 2000), (714, 1000), (357, 500)]
+    patches, seen = crops(halves, boxes, 24)
+    rounded = np.round(boxes)
+    for k, side in enumerate(sides):
+        level = 0 if side < 48 else int(np.log2(side / 24))
+        assert np.all(seen[k] % 2**level == 0), (side, seen[k])
+        assert np.abs(seen[k] - rounded[k]).max() <= 2 ** (level - 1) if level else np.array_equal(seen[k], rounded[k])
+    small = sides < 48
+    direct = lambda b: crops([image], b, 24)[0]  # noqa: E731  every box read from the photo itself
+    assert np.array_equal(patches[small], direct(boxes[small]))  # below twice the crop size: the same
+    # Above it, a mean of 2 x 2 blocks then area resampling of what remains: close to one area resampling.
+    diff = np.abs(patches[~small].astype(int) - direct(seen[~small]).astype(int))
+    assert diff.mean() < 1.5, diff.mean()
 
 
 def _marked_faces(crowds):

@@ -36,6 +36,11 @@ Two stages, both resumable and idempotent (run the same command again: finished 
    ``train/`` then holds one folder per identity: the ``--base`` folders (the shared set's crops,
    symbolic links) with the CelebA photos merged into the ``celeba_<id>`` folders of the same
    people. ``build.json`` reports every count.
+
+The committed build (``reports/celeba/build.json``) and the shipped embedder's crops were made with the
+cascade ``facerec-mtcnn-1``; since ``facerec-mtcnn-2`` the cascade reads its pyramid and candidate crops
+from halvings of the photo (``models/mtcnn.py``), so a rebuild finds the same faces with boxes and
+points that differ by a pixel or so, and may keep or drop a few photos near the thresholds.
 """
 
 from __future__ import annotations
