@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
@@ -20,8 +19,9 @@ class MTCNNDetector:
             which lets through textured background patches in group photos).
         min_face_size: smallest face side, in pixels of the (possibly downscaled) image.
         factor: the ratio between the pyramid levels MTCNN searches (the published 0.709 = 1/sqrt(2)).
-        max_side: larger photos are downscaled to this side for detection and the boxes and points
-            mapped back, which bounds detection time without changing what is found at normal sizes.
+        max_side: in larger photos, faces are searched for at the sizes they would have in the photo
+            downscaled to this side, which bounds detection time without changing what is found at
+            normal sizes.
     """
 
     def __init__(
@@ -50,17 +50,14 @@ class MTCNNDetector:
         the size it searches for, and those are dropped (the detector's own size is only a search
         size, so such finds are kept)."""
         scale = min(1.0, self.max_side / max(image.shape[:2]))
-        small = (
-            image
-            if scale == 1.0
-            else cv2.resize(
-                image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
-            )
-        )
-        boxes, scores, points = self.mtcnn.detect(small, min_face_size)
+        search = self.mtcnn.min_face_size if min_face_size is None else min_face_size
+        # The faces searched for are those of the photo downscaled to max_side, but no downscaled copy
+        # is made: the cascade reads its pyramid and crops from halvings of the photo itself, and the
+        # copy cost more than the rest of the cascade's resampling (2000x1428: 24 ms, contended).
+        boxes, scores, points = self.mtcnn.detect(image, search / scale)
         faces = [
-            Detection(np.asarray(b, np.float32) / scale, float(s), np.asarray(p, np.float32) / scale)
+            Detection(np.asarray(b, np.float32), float(s), np.asarray(p, np.float32))
             for b, s, p in zip(boxes, scores, points)
-            if s >= self.min_score and (min_face_size is None or max(b[2] - b[0], b[3] - b[1]) >= min_face_size)
+            if s >= self.min_score and (min_face_size is None or max(b[2] - b[0], b[3] - b[1]) * scale >= min_face_size)
         ]
         return sorted(faces, key=lambda f: -f.score)

@@ -255,7 +255,7 @@ class MTCNN:
         self.run_rnet = onnx_net(self.rnet, torch.zeros(4, 3, 24, 24), {0: "n"}, cache_dir, "rnet", threads)
         self.run_onet = onnx_net(self.onet, torch.zeros(2, 3, 48, 48), {0: "n"}, cache_dir, "onet", threads)
 
-    def scales(self, height: int, width: int, min_face_size: int | None = None) -> list[float]:
+    def scales(self, height: int, width: int, min_face_size: float | None = None) -> list[float]:
         """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""
         scale, side, out = 12.0 / (min_face_size or self.min_face_size), min(height, width), []
         while side * scale >= 12:
@@ -263,7 +263,7 @@ class MTCNN:
             scale *= self.factor
         return out
 
-    def _proposals(self, halves: list[np.ndarray], min_face_size: int | None) -> np.ndarray:
+    def _proposals(self, halves: list[np.ndarray], min_face_size: float | None) -> np.ndarray:
         """Stage 1: (n, 9) rows of box, score, regression offsets from every pyramid level of
         ``halves[0]`` (``halves``: its :func:`halvings`)."""
         h, w = halves[0].shape[:2]
@@ -291,7 +291,9 @@ class MTCNN:
         return rows[nms(rows[:, :4], rows[:, 4], 0.7)]
 
     @torch.inference_mode()
-    def detect(self, image: np.ndarray, min_face_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def detect(
+        self, image: np.ndarray, min_face_size: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces in an RGB uint8 ``(H, W, 3)`` image, in no particular order; ``min_face_size``
         overrides the constructor's for this call (a larger one searches less of the pyramid)."""
         empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
