@@ -7,7 +7,7 @@ module builds the pyramid with OpenCV on uint8 pixels, crops candidates with zer
 original MTCNN does) and runs each refinement stage as one batch. Since ``facerec-mtcnn-2`` both the
 pyramid levels and the candidate crops are read from halvings of the photo (:func:`halvings`), so that
 no area resampling reads more than four times the pixels it writes: on the 640x480 benchmark photo the
-cascade's work outside the three networks fell from 12.6 to ~3 ms (``bench/detector_profile.py``). Only the three weight files are read
+cascade's work outside the three networks fell from 12.6 to 3.8 ms (``bench/detector_profile.py``). Only the three weight files are read
 from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the package itself is never imported.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (a box covering pixels 0..9 is 0..10) and the
