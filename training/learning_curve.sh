@@ -12,9 +12,9 @@
 #
 #   nohup bash training/learning_curve.sh > runs/learning_curve.out 2>&1 &    # resumable: re-run it
 #
-# Two cores, estimated from the shipped run's ~1.1 s a step alone: ~4 h for all four (500 and 1,000 people:
-# ~40 min). Not yet run to the end: the first attempt ended with its session. It needs the CelebA
-# build (training.celeba) in ~/.cache/facerec/celeba first.
+# Two cores, measured: ~1.3-1.5 s a step, so 500 people took 20 min, 1,000 people 35 min (figures in
+# reports/celeba.md); 2,500 and 5,000 people need ~1.5 h and ~3 h (not run yet; SIZES="2500 5000").
+# It needs the CelebA build (training.celeba) in ~/.cache/facerec/celeba first.
 set -eu
 PY=${PY:-.venv/bin/python}
 CFG=training/configs/arcface_iresnet18_half_80_celeba.yaml
