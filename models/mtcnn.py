@@ -7,8 +7,9 @@ module builds the pyramid with OpenCV on uint8 pixels, crops candidates with zer
 original MTCNN does) and runs each refinement stage as one batch. Since ``facerec-mtcnn-2`` both the
 pyramid levels and the candidate crops are read from halvings of the photo (:func:`halvings`), so that
 no area resampling reads more than four times the pixels it writes: on the 640x480 benchmark photo the
-cascade's work outside the three networks fell from 12.6 to 3.8 ms (``bench/detector_profile.py``). Only the three weight files are read
-from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the package itself is never imported.
+cascade's work outside the three networks fell from 12.6 to 3.8 ms (``bench/detector_profile.py``).
+Only the three weight files are read from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the
+package itself is never imported.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (a box covering pixels 0..9 is 0..10) and the
 five points are pixel coordinates, in the order left eye, right eye, nose, left and right mouth corner.
@@ -162,7 +163,7 @@ def square(boxes: np.ndarray) -> np.ndarray:
 def halvings(image: np.ndarray, levels: int) -> list[np.ndarray]:
     """``image`` and up to ``levels`` successive halvings (each the mean of 2 x 2 pixel blocks, an odd
     last row or column dropped), while the half is at least 12 px a side (a 640x480 photo's five cost
-    ~0.3 ms: the cascade makes them once and reads its pyramid levels and R-Net's crops from them)."""
+    ~0.3 ms: the cascade makes them once and reads its pyramid levels and its crops from them)."""
     out = [image]
     for _ in range(levels):
         h, w = out[-1].shape[:2]
@@ -176,9 +177,9 @@ def crops(halves: list[np.ndarray], boxes: np.ndarray, size: int) -> tuple[np.nd
     """``size`` x ``size`` crops of the boxes in the photo ``halves[0]``, zero outside it, read from its
     :func:`halvings`; (n, size, size, 3), and the boxes they show.
 
-    A box is rounded to whole pixels; one at least twice ``size`` is read from the smallest halving where it still spans ``size``
-    pixels, with its corners rounded to that halving's pixel grid; the boxes returned are those
-    rounded boxes (in ``halves[0]``'s pixels), so what the next stage is told it saw is what it saw.
+    A box is rounded to whole pixels; one at least twice ``size`` is read from the smallest halving
+    where it still spans ``size`` pixels, with its corners rounded to that halving's pixel grid; the
+    boxes returned are those rounded boxes (in ``halves[0]``'s pixels), so what the next stage is told it saw is what it saw.
     Area resampling costs in proportion to the pixels read: R-Net's crops on the 640x480 benchmark
     photo took 12.4 ms read from the photo itself (``[image]``: no halvings, every box as rounded) and
     1.5 ms from its halvings, on the group photo 60 and 14 ms (with the machine busy)."""
