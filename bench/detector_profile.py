@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,16 +41,10 @@ from app.config import Settings  # noqa: E402
 from bench.soak_identify import jpeg_640x480  # noqa: E402
 from models.pipeline import build_pipeline  # noqa: E402
 from training.config import data_root  # noqa: E402
+from training.crowds import box_iou, crowd_recall  # noqa: E402
 
 log = logging.getLogger("bench.detector_profile")
 PUBLISHED = 0.709
-
-
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def rgb(path_or_bytes) -> np.ndarray:
@@ -119,23 +112,6 @@ def profile(detector, image: np.ndarray, repeats: int) -> dict:
     }
 
 
-def crowd_recall(detector, crowds: Path) -> dict:
-    """What ``tests/test_detector.py`` checks: marked faces found (IoU >= 0.3), and unmatched detections."""
-    found = total = extra = 0
-    for xml in ("training.xml", "testing.xml"):
-        for image in ET.parse(crowds / xml).getroot().iter("image"):
-            marked = [
-                [float(b.get(k)) for k in ("left", "top")]
-                + [float(b.get("left")) + float(b.get("width")), float(b.get("top")) + float(b.get("height"))]
-                for b in image.iter("box")
-            ]
-            dets = [d.box.tolist() for d in detector.detect(rgb(crowds / image.get("file")))]
-            found += sum(any(iou(m, d) >= 0.3 for d in dets) for m in marked)
-            total += len(marked)
-            extra += sum(not any(iou(m, d) >= 0.3 for m in marked) for d in dets)
-    return {"found": found, "marked": total, "unmatched_detections": extra}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
@@ -171,7 +147,7 @@ def main() -> None:
     sweep: dict[str, dict] = {}
     for f in args.factors:
         with_factor(f)
-        sweep[str(f)] = {"crowd": crowd_recall(detector, args.data / "photos" / "crowds")}
+        sweep[str(f)] = {"crowd": crowd_recall(detector, args.data / "photos" / "crowds", rgb)}
         sweep[str(f)]["levels_640x480"] = len(detector.mtcnn.scales(480, 640))
     # The same face on LFW photos: the best face of each factor against the published factor's.
     lfw = sorted((args.data / "lfw").rglob("*.jpg"))
@@ -184,7 +160,7 @@ def main() -> None:
             best[f].append(faces[0].box.tolist() if faces else None)
     for f in args.factors:
         pairs = list(zip(best[PUBLISHED], best[f]))
-        both = [iou(a, b) for a, b in pairs if a is not None and b is not None]
+        both = [box_iou(a, b) for a, b in pairs if a is not None and b is not None]
         sweep[str(f)]["lfw"] = {
             "photos": len(lfw),
             "no_face": sum(b is None for b in best[f]),

@@ -1,8 +1,6 @@
 """Our MTCNN cascade: the nets against the reference implementation whose weights we load, NMS by
 hand, and recall on dlib's hand-marked crowd photos (real photos, the service's detector settings)."""
 
-import xml.etree.ElementTree as ET
-
 import numpy as np
 import pytest
 import torch
@@ -80,42 +78,16 @@ def test_large_boxes_are_read_from_halvings_and_the_boxes_returned_are_the_ones_
     assert diff.mean() < 1.5, diff.mean()
 
 
-def _marked_faces(crowds):
-    marked = {}
-    for xml in ("training.xml", "testing.xml"):
-        for image in ET.parse(crowds / xml).getroot().iter("image"):
-            marked[image.get("file")] = [
-                [
-                    float(b.get("left")),
-                    float(b.get("top")),
-                    float(b.get("left")) + float(b.get("width")),
-                    float(b.get("top")) + float(b.get("height")),
-                ]
-                for b in image.iter("box")
-            ]
-    return marked
-
-
-def _iou(a, b):
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data):
     from app.services.images import decode_image
     from models.detector import MTCNNDetector
+    from training.crowds import crowd_recall
 
     crowds = data / "photos" / "crowds"
     detector = MTCNNDetector(min_face_size=40)  # the service's settings
-    found = total = extra = 0
-    for name, boxes in _marked_faces(crowds).items():
-        image = decode_image((crowds / name).read_bytes(), name, max_bytes=10**8, max_pixels=10**8).pixels
-        dets = [d.box.tolist() for d in detector.detect(image)]
-        hit = [any(_iou(m, d) >= 0.3 for d in dets) for m in boxes]
-        found, total = found + sum(hit), total + len(boxes)
-        extra += sum(not any(_iou(m, d) >= 0.3 for m in boxes) for d in dets)
+    load = lambda p: decode_image(p.read_bytes(), p.name, max_bytes=10**8, max_pixels=10**8).pixels  # noqa: E731
+    recall = crowd_recall(detector, crowds, load)
+    found, total, extra = recall["found"], recall["marked"], recall["unmatched_detections"]
     dogs = decode_image((crowds / "dogs.jpg").read_bytes(), "dogs.jpg", max_bytes=10**8, max_pixels=10**8).pixels
     assert total == 43 and found >= 42, f"found {found} of {total} marked faces"
     assert extra <= 3, f"{extra} detections match no marked face"
