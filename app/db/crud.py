@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import case, delete, func, select, text, true
+from sqlalchemy import bindparam, case, delete, func, select, text, true
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, FaceRecord, GalleryChange, GalleryState, Identity, utcnow
@@ -185,20 +185,31 @@ def outdated_identities(*, session: Session, model_version: str) -> list[tuple[I
     return [(identity, int(n_other), int(n_current), versions[identity.id]) for identity, n_other, n_current in rows]
 
 
-def identity_names(*, session: Session, identity_ids: list[int]) -> dict[int, str]:
-    rows = session.execute(select(Identity.id, Identity.name).where(Identity.id.in_(identity_ids)))
-    return {i: n for i, n in rows}
+#: The search stage's one read, its statements built once. Measured in process on an 80-face gallery
+#: (40 face ids, training paused): the three queries it replaced (owners, names, vectors, each building
+#: its IN list anew) took 0.78 ms, this one 0.25.
+_FOUND = (
+    select(FaceRecord.id, FaceRecord.identity_id, Identity.name)
+    .join(Identity)
+    .where(FaceRecord.id.in_(bindparam("ids", expanding=True)))
+)
+_FOUND_WITH_VECTORS = _FOUND.add_columns(FaceRecord.embedding)
 
 
-def identities_of_faces(*, session: Session, face_ids: list[int]) -> dict[int, int]:
-    rows = session.execute(select(FaceRecord.id, FaceRecord.identity_id).where(FaceRecord.id.in_(face_ids)))
-    return {f: i for f, i in rows}
-
-
-def face_embeddings(*, session: Session, face_ids: list[int], dim: int) -> dict[int, np.ndarray]:
-    """Stored embeddings by face id (faces deleted meanwhile are absent)."""
-    rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(face_ids)))
-    return {f: np.frombuffer(e, np.float32).reshape(dim) for f, e in rows}
+def faces_found(
+    *, session: Session, face_ids: list[int], dim: int | None = None
+) -> dict[int, tuple[int, str, np.ndarray | None]]:
+    """What a search's face ids resolve to, in one query (one snapshot): face id -> (identity id,
+    identity name, the stored embedding when ``dim`` is given, else ``None``). Faces deleted
+    meanwhile are absent."""
+    if not face_ids:
+        return {}
+    if dim is None:
+        return {f: (i, n, None) for f, i, n in session.execute(_FOUND, {"ids": face_ids})}
+    return {
+        f: (i, n, np.frombuffer(e, np.float32).reshape(dim))
+        for f, i, n, e in session.execute(_FOUND_WITH_VECTORS, {"ids": face_ids})
+    }
 
 
 def add_api_key(*, session: Session, name: str, role: str, key_hash: str, prefix: str) -> ApiKey:

@@ -519,14 +519,12 @@ class RecognitionService:
         few hundredths, so the best identity by the card's score is among them in practice."""
         embedder = self.pipeline.embedder
         valid = sorted({int(i) for i in ids.ravel() if i >= 0})
+        cohort = embedder.card.scoring["method"] != "cosine"
         with self.sessions() as session:
-            owner = crud.identities_of_faces(session=session, face_ids=valid)
-            names = crud.identity_names(session=session, identity_ids=sorted(set(owner.values())))
-            stored = (
-                crud.face_embeddings(session=session, face_ids=valid, dim=embedder.dim)
-                if embedder.card.scoring["method"] != "cosine"
-                else {}
-            )
+            found = crud.faces_found(session=session, face_ids=valid, dim=embedder.dim if cohort else None)
+        owner = {f: identity for f, (identity, _, _) in found.items()}
+        names = {identity: name for identity, name, _ in found.values()}
+        stored = {f: vector for f, (_, _, vector) in found.items()} if cohort else {}
         if stored:
             rescored_sims, rescored_ids = [], []
             query_terms = embedder.score.face_terms(queries)
