@@ -6,7 +6,9 @@
   each stage from the ``Server-Timing`` header (decode, detect, align, embed, search);
 - enrolment throughput (photos per second, one new identity per photo, one client), for the shared
   portraits (0.4-2.1 Mpx) and for the same portraits as 12 Mpx phone-size JPEGs (upscaled 4000 px);
-- concurrent ``/identify`` throughput with 1, 4 and 16 clients;
+- concurrent ``/identify`` throughput with 1, 4 and 16 clients, with the CPU each request cost the
+  server and the client, and the pipeline alone in process from 1 and 2 threads (the ceiling the
+  networks set: no HTTP, decoding or search);
 - with ``--baseline-runtime torch``, the same for the service on PyTorch eager (its default is ONNX
   Runtime on a CPU), as ``runtime_torch``, with the pipeline's ratio torch / default per photo;
 - dlib and OpenCV YuNet + SFace (``bench/peers.py``) on the same decoded photos, in-process, in the
@@ -89,18 +91,62 @@ def time_peer(peer, rgb: np.ndarray, repeats: int) -> dict:
     return {**stats(times), "faces": len(faces)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
+    """Requests per second with ``clients`` at once, and the CPU each request cost the server and
+    this (client) process: with both on one machine, cores / (server + client CPU per request) is
+    the most the machine could serve."""
+
     def worker(n: int) -> int:
         with server.client() as c:
             for _ in range(n):
                 c.post("/identify", files={"image": photo}).raise_for_status()
         return n
 
+    server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         done = sum(pool.map(worker, [requests // clients] * clients))
     wall = time.perf_counter() - t0
-    return {"clients": clients, "requests": done, "requests_per_s": round(done / wall, 2)}
+    return {
+        "clients": clients,
+        "requests": done,
+        "requests_per_s": round(done / wall, 2),
+        "server_cpu_ms_per_request": round(1000 * (cpu_seconds(server.pid) - server_cpu) / done, 1),
+        "client_cpu_ms_per_request": round(1000 * (time.process_time() - client_cpu) / done, 1),
+    }
+
+
+def pipeline_throughput(photo: bytes, photos: int) -> list[dict]:
+    """The service's pipeline in this process (its factory and defaults, ONNX Runtime on a CPU) on
+    one decoded photo (the settings the server reads from the environment), from 1 and 2 threads at once: photos per second and CPU per photo -- the
+    ceiling the networks alone set for the service's throughput, with no HTTP, decoding or search."""
+    from app.config import Settings
+    from models.pipeline import build_pipeline
+
+    pipeline = build_pipeline(Settings().pipeline_config, cache_dir=Path.home() / ".cache" / "facerec" / "onnx")
+    rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+    for _ in range(5):
+        pipeline.faces(rgb)
+    out = []
+    for threads in (1, 2):
+        cpu, t0 = time.process_time(), time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda n: [pipeline.faces(rgb) for _ in range(n)], [photos // threads] * threads))
+        wall, done = time.perf_counter() - t0, photos // threads * threads
+        out.append(
+            {
+                "threads": threads,
+                "photos_per_s": round(done / wall, 2),
+                "cpu_ms_per_photo": round(1000 * (time.process_time() - cpu) / done, 1),
+            }
+        )
+    return out
 
 
 def measure_service(args, photos: dict, enroll_photos: list, env: dict) -> dict:
@@ -164,6 +210,10 @@ def main() -> None:
         "peers": {},
     }
     result.update(measure_service(args, photos, enroll_photos, {}))
+    result["pipeline_in_process_throughput"] = pipeline_throughput(
+        photos["640x480_one_face"][1], args.throughput_requests
+    )
+    log.info("pipeline in process: %s", result["pipeline_in_process_throughput"])
     if args.baseline_runtime:  # the same measurements with the networks on another runtime, same run
         base = measure_service(args, photos, enroll_photos, {"FACEREC_RUNTIME": args.baseline_runtime})
         base["ratios"] = {
