@@ -143,7 +143,8 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     nf = result["no_face"]
     lines += [
         "",
-        f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses).",
+        f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses). Detection: "
+        f"`{result['detector']}` (cascade | min score | min face | max side | pyramid factor).",
         "",
         "![ROC](roc.png) ![TPR vs FPR](tpr_fpr.png) ![similarities](similarity_hist.png)",
         "",
@@ -178,6 +179,7 @@ def update_card(card_path: Path, result: dict, heldout: dict) -> None:
         "idrate": result["idrate"],
         "dir_at_fpir": result["dir_at_fpir"],
         "no_face": {"count": result["no_face"]["count"], "of": result["no_face"]["of"]},
+        "detector": result["detector"],
         "protocol": "LFW photos, full pipeline; see training/evaluate.py",
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -260,6 +262,9 @@ def run_evaluation(
     score = metrics.cosine_matrix if scoring == "cosine" else pipeline.embedder.score
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"), score)
     result["scoring"] = {"method": "cosine"} if scoring == "cosine" else pipeline.embedder.card.scoring
+    # Which cascade and settings found the faces (version | min score | min face | max side | pyramid
+    # factor): the figures change when detection does, so they say what they were measured with.
+    result["detector"] = d.key
     roc = metrics.roc_curve(*result["_curves"])
     how = (
         "detector box cropped square, no alignment"
