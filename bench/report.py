@@ -40,6 +40,22 @@ def speed(r: dict) -> list[str]:
         + ".",
         "",
     ]
+    if "server_cpu_ms_per_request" in r["throughput"][0]:
+        lines += [
+            "CPU per request (ms; server + the benchmark's own client, both on this machine): "
+            + ", ".join(
+                f"{t['clients']}: {t['server_cpu_ms_per_request']} + {t['client_cpu_ms_per_request']}"
+                for t in r["throughput"]
+            )
+            + ". The pipeline alone in process (no HTTP, decoding or search): "
+            + ", ".join(
+                f"{t['threads']} thread{'s' * (t['threads'] > 1)}: {t['photos_per_s']} photos/s at "
+                f"{t['cpu_ms_per_photo']} ms CPU each"
+                for t in r.get("pipeline_in_process_throughput", [])
+            )
+            + ".",
+            "",
+        ]
     if r.get("peers"):
         lines += [
             "| pipeline (same photos, same run) | 640×480 p50 ms | ratio to ours (HTTP) | group p50 ms | "
