@@ -1,6 +1,6 @@
 """Rules of the service that each have a setting or a contract: thresholds between calibrated FPRs,
 the faces-per-photo cap, the images-per-enrolment cap, identity paging, one identity per name under
-a race, and migrations that build exactly the ORM's schema."""
+a race, migrations that build exactly the ORM's schema, and what a search's face ids resolve to."""
 
 from __future__ import annotations
 
@@ -100,4 +100,45 @@ def test_migrations_build_exactly_the_orm_schema(tmp_path: Path):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], diff
+    engine.dispose()
+
+
+def test_search_ids_resolve_to_identity_name_and_vector_and_deleted_faces_drop_out(tmp_path: Path):
+    import numpy as np
+
+    from app.db import crud
+    from app.db.session import make_engine, make_session_factory, upgrade_database
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    upgrade_database(engine)
+    sessions = make_session_factory(engine)
+    vectors = np.eye(3, 4, dtype=np.float32)
+    with sessions() as session:
+        ada, bob = (crud.create_identity(session=session, name=n) for n in ("ada", "bob"))
+        ids = [
+            crud.add_face(
+                session=session,
+                identity=who,
+                embedding=v,
+                model_version="m",
+                box=[0, 0, 1, 1],
+                det_score=1.0,
+                source="t",
+            ).id
+            for who, v in zip((ada, ada, bob), vectors)
+        ]
+        session.commit()
+        bob_id = bob.id
+        crud.delete_identity(session=session, identity=bob)
+        session.commit()
+    with sessions() as session:
+        found = crud.faces_found(session=session, face_ids=[*ids, 999], dim=4)
+        plain = crud.faces_found(session=session, face_ids=ids)
+        assert crud.faces_found(session=session, face_ids=[]) == {}
+    assert sorted(found) == ids[:2]  # bob's face went with him; 999 never existed
+    assert bob_id not in {identity for identity, _, _ in found.values()}
+    for face_id, v in zip(ids[:2], vectors[:2]):
+        identity, name, stored = found[face_id]
+        assert name == "ada" and np.array_equal(stored, v)
+        assert plain[face_id] == (identity, "ada", None)
     engine.dispose()
