@@ -8,12 +8,15 @@
 # equally often: steps = 12,000 x N / 8,153 (the shipped run's 12,000 steps saw each of its 86k photos
 # ~18 times) and warm-up = 300 x N / 8,153, at least 50 steps. One cosine per size (the shipped run
 # reached 12,000 through two warm restarts, 4,000 -> 8,000 -> 12,000; said beside its point).
-# The held-out people are measured at the end of each run (log.jsonl), as for the shipped one.
+# The held-out people are measured at the end of each run (log.jsonl), as for the shipped one; then
+# each run is exported as the shipped one was and measured on LFW through the service's pipeline
+# (nN/lfw/: the card's score; nN/lfw_cosine.json: plain cosine, the old law's protocol).
 #
 #   nohup bash training/learning_curve.sh > runs/learning_curve.out 2>&1 &    # resumable: re-run it
 #
-# Two cores, measured: ~1.3-1.5 s a step, so 500 people took 20 min, 1,000 people 35 min (figures in
-# reports/celeba.md); 2,500 and 5,000 people need ~1.5 h and ~3 h (not run yet; SIZES="2500 5000").
+# Two cores, measured: ~1.2-1.5 s a step when nothing else runs (a second job on the cores makes it
+# 2-3x slower), so 500 people took 20 min, 1,000 people 35 min, 2,500 people ~75 min; 5,000 people
+# need ~2.5 h. Each LFW measurement takes ~4 min (figures in reports/celeba.md).
 # It needs the CelebA build (training.celeba) in ~/.cache/facerec/celeba first.
 set -eu
 PY=${PY:-.venv/bin/python}
@@ -27,9 +30,17 @@ for N in ${SIZES:-500 1000 2500 5000}; do
   SETS=(--set "identity_fraction=$(python3 -c "print(round($N / $ALL, 4))")" --set "steps=$STEPS"
         --set "warmup_steps=$WARMUP" --set "eval_every=$STEPS" --set "out_dir=$OUT" --set "threads=${THREADS:-2}")
   if [ -f "$RUN/log.jsonl" ] && grep -q "\"step\": $STEPS, \"heldout\"" "$RUN/log.jsonl"; then
-    echo "[$(date +%T)] $N people: done"; continue
+    echo "[$(date +%T)] $N people: trained"
+  else
+    RESUME=(); [ -f "$RUN/checkpoint.pt" ] && RESUME=(--resume)
+    echo "[$(date +%T)] $N people: $STEPS steps, warm-up $WARMUP ${RESUME[*]:-}"
+    "$PY" -m training.train --config "$CFG" "${SETS[@]}" "${RESUME[@]}"
   fi
-  RESUME=(); [ -f "$RUN/checkpoint.pt" ] && RESUME=(--resume)
-  echo "[$(date +%T)] $N people: $STEPS steps, warm-up $WARMUP ${RESUME[*]:-}"
-  "$PY" -m training.train --config "$CFG" "${SETS[@]}" "${RESUME[@]}"
+  [ -f "$OUT/weights.pt" ] || "$PY" -m training.export --run "$RUN" --out "$OUT/weights.pt" --flip-tta --cohort-top-k 10
+  if [ ! -f "$OUT/lfw/metrics.json" ]; then
+    echo "[$(date +%T)] $N people: LFW"
+    "$PY" -m training.evaluate --weights "$OUT/weights.pt" --out "$OUT/lfw"
+  fi
+  VERSION=$("$PY" -c "import json; print(json.load(open('$OUT/lfw/metrics.json'))['model']['version'])")
+  [ -f "$OUT/lfw_cosine.json" ] || "$PY" -m training.fusion "lfw_${VERSION}_flip1.npz" --out "$OUT/lfw_cosine.json"
 done
