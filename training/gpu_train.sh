@@ -85,7 +85,7 @@ elif [ "$PLAN" = celeba ]; then
 # (eval_every=0): every run that comes back is exported and measured there.
 stamp "celeba"
 train 420 g_c2500 --set identity_fraction=0.3066 --set steps=3679 --set warmup_steps=91 --set eval_every=0 --set threads=5 &
-train 420 g_c5000 --set identity_fraction=0.6133 --set steps=7358 --set warmup_steps=183 --set eval_every=0 --set threads=5 &
+train 420 g_c5000 --set identity_fraction=0.6133 --set steps=7359 --set warmup_steps=183 --set eval_every=0 --set threads=5 &
 train 420 g_c_ir26_4000 --set arch=iresnet26_half --set steps=4000 --set eval_every=0 --set threads=5 &
 wait
 else  # PLAN=curve: the learning curve at several seeds (the seed also draws which identities are kept)
