@@ -123,9 +123,10 @@ def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
 
 
 def pipeline_throughput(photo: bytes, photos: int) -> list[dict]:
-    """The service's pipeline in this process (its factory and defaults, ONNX Runtime on a CPU) on
-    one decoded photo (the settings the server reads from the environment), from 1 and 2 threads at once: photos per second and CPU per photo -- the
-    ceiling the networks alone set for the service's throughput, with no HTTP, decoding or search."""
+    """The service's pipeline in this process (its factory, with the settings the server reads from
+    the environment) on one decoded photo, from 1 and 2 threads at once: photos per second and CPU per
+    photo -- the ceiling the networks alone set for the service's throughput (no HTTP, decoding or
+    search)."""
     from app.config import Settings
     from models.pipeline import build_pipeline
 
