@@ -41,6 +41,9 @@ for N in ${SIZES:-500 1000 2500 5000}; do
     echo "[$(date +%T)] $N people: LFW"
     "$PY" -m training.evaluate --weights "$OUT/weights.pt" --out "$OUT/lfw"
   fi
-  VERSION=$("$PY" -c "import json; print(json.load(open('$OUT/lfw/metrics.json'))['model']['version'])")
-  [ -f "$OUT/lfw_cosine.json" ] || "$PY" -m training.fusion "lfw_${VERSION}_flip1.npz" --out "$OUT/lfw_cosine.json"
+  if [ ! -f "$OUT/lfw_cosine.json" ]; then  # the embeddings training.evaluate cached, rescored with plain cosine
+    CACHE=$("$PY" -c "import json; from training.evaluate import DEFAULT_CACHE, embeddings_file
+print(embeddings_file(DEFAULT_CACHE, json.load(open('$OUT/lfw/metrics.json'))['model']['version'], flip_tta=True))")
+    "$PY" -m training.fusion "$CACHE" --out "$OUT/lfw_cosine.json"
+  fi
 done
