@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="photos whose networks may run at the same time (0: no limit); more only share the "
         "cores and thrash their thread pools (bench/inference_gate.py)",
     )
+    inference_share_cores: bool = Field(
+        True,
+        description="a photo that enters the networks while another is inside runs them on one thread "
+        "(ONNX Runtime): two photos then take a core each instead of contending for both (app.services.gate)",
+    )
     max_upload_bytes: int = Field(15 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_faces: int = Field(32, gt=0, description="faces processed per photo at /identify and /embed")

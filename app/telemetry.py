@@ -51,6 +51,13 @@ class Telemetry:
             buckets=FACE_BUCKETS,
             registry=r,
         )
+        self.inference = Counter(
+            "facerec_inference_photos",
+            "Photos through the networks by threads: all (alone inside the inference gate) or one "
+            "(another photo was inside: FACEREC_INFERENCE_SHARE_CORES)",
+            ["threads"],
+            registry=r,
+        )
         self.identified = Counter(
             "facerec_identified_faces", "Faces /identify answered with a match or as unknown", ["result"], registry=r
         )

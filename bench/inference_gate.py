@@ -1,9 +1,13 @@
-"""Concurrent /identify throughput by FACEREC_INFERENCE_CONCURRENCY (photos whose networks may run at once).
+"""Concurrent /identify throughput by the inference gate's settings (``app.services.gate``).
 
     python bench/inference_gate.py --settings 2 0 2 0 --out bench/results/inference_gate.json
+    python bench/inference_gate.py --settings 2/1 2/0 2/1 2/0 --out bench/results/inference_share_cores.json
 
-For each setting in turn (repeat them to see the machine's noise): a live server with six enrolled
-faces, then 96 requests of the 640x480 one-face photo from 1, 4 and 16 clients: requests/s.
+A setting is FACEREC_INFERENCE_CONCURRENCY (photos whose networks may run at once), optionally with
+``/`` and FACEREC_INFERENCE_SHARE_CORES (1: a photo that enters while another is inside runs its
+networks on one thread; the service's default when omitted). For each setting in turn (repeat them to
+see the machine's noise): a live server with six enrolled faces, then 96 requests of the 640x480
+one-face photo from 1, 4 and 16 clients: requests/s and the server's CPU per request.
 A benchmark, not a test: run it with nothing else on the machine.
 """
 
@@ -27,7 +31,7 @@ from training.config import data_root  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
-    parser.add_argument("--settings", type=int, nargs="+", default=[2, 0, 2, 0])
+    parser.add_argument("--settings", nargs="+", default=["2", "0", "2", "0"], help="CONCURRENCY[/SHARE_CORES]")
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference_gate.json")
     args = parser.parse_args()
@@ -35,11 +39,13 @@ def main() -> None:
     photo = ("obama_640x480.jpg", jpeg_640x480(known / "test" / "obama1.jpg"))
     rows = []
     for setting in args.settings:
+        concurrency, _, share = setting.partition("/")
+        env = {"FACEREC_INFERENCE_CONCURRENCY": str(int(concurrency))}
+        if share:
+            env["FACEREC_INFERENCE_SHARE_CORES"] = str(int(share))
         with (
             tempfile.TemporaryDirectory() as tmp,
-            LiveServer(
-                Path(tmp) / "state", Path(tmp) / "server.log", FACEREC_INFERENCE_CONCURRENCY=str(setting)
-            ) as srv,
+            LiveServer(Path(tmp) / "state", Path(tmp) / "server.log", **env) as srv,
         ):
             with srv.client() as c:
                 for p in sorted((known / "train").glob("*/*"))[:6]:
@@ -49,9 +55,12 @@ def main() -> None:
                         files={"images": (p.name, p.read_bytes())},
                     )
                     r.raise_for_status()
+            runs = {n: throughput(srv, photo, n, args.requests) for n in (1, 4, 16)}
             row = {
-                "inference_concurrency": setting,
-                "requests_per_s": {n: throughput(srv, photo, n, args.requests)["requests_per_s"] for n in (1, 4, 16)},
+                "inference_concurrency": int(concurrency),
+                **({"inference_share_cores": bool(int(share))} if share else {}),
+                "requests_per_s": {n: r["requests_per_s"] for n, r in runs.items()},
+                "server_cpu_ms_per_request": {n: r["server_cpu_ms_per_request"] for n, r in runs.items()},
             }
         print(json.dumps(row), flush=True)
         rows.append(row)

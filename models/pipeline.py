@@ -47,6 +47,7 @@ class FacePipeline:
         self.aligner = aligner
         self.embedder = embedder
         self.landmarker = landmarker
+        self.runtime = "torch"  # where the networks run: build_pipeline sets "onnxruntime"
 
     @property
     def version(self) -> str:
@@ -152,6 +153,7 @@ def build_pipeline(
             "would ignore it: turn FACEREC_EMBEDDER_INT8 off or use the CPU runtime"
         )
     if on_ort:
+        pipeline.runtime = "onnxruntime"
         pipeline.detector.mtcnn.use_onnxruntime(cache_dir)
         pipeline.embedder.use_onnxruntime(cache_dir, int8=config.embedder_int8)
         if landmarker is not None:

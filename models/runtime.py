@@ -21,6 +21,9 @@ import argparse
 import hashlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +38,27 @@ OPSET = 18  # the torch.export-based exporter's lowest
 #: Threads per ONNX Runtime session: PyTorch's count when this module was first imported (building a
 #: pipeline on ONNX Runtime sets PyTorch's own to one, so a second build must not read it from there).
 THREADS = torch.get_num_threads()
+_calling = threading.local()  # per calling thread: .single (run the one-thread sessions)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Within the block, ONNX Runtime networks called from this thread run on this thread alone.
+
+    For a photo that shares the cores with another: two photos each on one core waste less than two
+    that each spread over both (thread hand-offs, one waiting for the other's core). The service's
+    inference gate uses it (``app.services.recognition``); measured there."""
+    before = running_single_threaded()
+    _calling.single = True
+    try:
+        yield
+    finally:
+        _calling.single = before
+
+
+def running_single_threaded() -> bool:
+    """Whether this thread is inside :func:`single_threaded`."""
+    return getattr(_calling, "single", False)
 
 
 def resolve(runtime: Runtime, device: torch.device) -> str:
@@ -75,24 +99,34 @@ def _key(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> str:
 
 class OrtNet:
     """An ONNX Runtime session called like the module it was exported from: a CPU tensor in, a tensor
-    (or a tuple of them) out."""
+    (or a tuple of them) out.
+
+    It holds a session on ``threads`` threads and, when that is more than one, a second on one thread,
+    which calls made inside :func:`single_threaded` run (the same graph: equal outputs, tested)."""
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
+        threads = threads or THREADS
+        self.session = self._session(model, threads)
+        self.single = self._session(model, 1) if threads > 1 else self.session
+        self.outputs = len(self.session.get_outputs())
+
+    @staticmethod
+    def _session(model: bytes, threads: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or THREADS
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # ONNX Runtime's threads spin-wait after each run by default, taking the cores from whatever
         # runs next (PyTorch, numpy, the other requests): measured in the service, /identify 112 ms
         # with spinning against 49 ms for PyTorch eager on the same photo.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.outputs = len(self.session.get_outputs())
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor):
-        out = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
+        session = self.single if running_single_threaded() else self.session
+        out = session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
         tensors = tuple(torch.from_numpy(o) for o in out)
         return tensors[0] if self.outputs == 1 else tensors
 

@@ -20,6 +20,7 @@ import pytest
 from app.services.index import checksum
 from app.services.recognition import Upload
 from app.testing import LiveServer
+from models import runtime
 from tests.helpers import database_state, make_client, one_face_photos
 
 log = logging.getLogger(__name__)
@@ -131,3 +132,40 @@ def test_at_most_inference_concurrency_photos_are_in_the_networks_at_once(tmp_pa
         assert most[0] <= limit
     else:
         assert most[0] > 2  # without the gate the photos do overlap, so the bound above is the gate's
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_photo_that_enters_the_networks_while_another_is_inside_runs_them_on_one_thread(
+    tmp_path: Path, data: Path, share: bool
+):
+    """FACEREC_INFERENCE_SHARE_CORES (app.services.gate): a photo alone keeps every core; one that enters
+    while another is inside runs single-threaded; with the setting off, none does. The real pipeline
+    runs; its detect call records the thread mode, and /metrics counts the photos by it."""
+    photo = one_face_photos(data)[0]
+    with make_client(tmp_path / "state", inference_concurrency=2, inference_share_cores=share) as client:
+        service = client.app.state.service
+        assert service.pipeline.runtime == "onnxruntime"
+        detect, seen = service.pipeline.detect, []
+
+        def recorded(*args, **kwargs):
+            seen.append(runtime.running_single_threaded())
+            time.sleep(0.05)  # keep the photo inside long enough for the next one to find it there
+            return detect(*args, **kwargs)
+
+        service.pipeline.detect = recorded
+        upload = Upload(*photo)
+        alone = service.faces(upload)[1]
+        with ThreadPoolExecutor(4) as pool:
+            found = list(pool.map(lambda _: service.faces(upload)[1], range(8)))
+        assert not runtime.running_single_threaded()  # the mode never leaks out of the gate
+        counted = {
+            mode: service.telemetry.registry.get_sample_value("facerec_inference_photos_total", {"threads": mode}) or 0
+            for mode in ("one", "all")
+        }
+    assert alone == 1 and found == [1] * 8
+    assert seen[0] is False  # the first photo was alone
+    if share:
+        assert any(seen[1:])
+    else:
+        assert not any(seen)
+    assert counted == {"one": sum(seen), "all": len(seen) - sum(seen)}

@@ -148,3 +148,38 @@ def test_the_quantize_command_writes_an_int8_network_its_card_vouches_for(tmp_pa
     faces = [np.array(Image.open(f).convert("RGB").resize((112, 112))) for f in crops[:6]]
     cosines = np.sum(fp32.embed(faces) * int8.embed(faces), axis=1)
     assert 0.99 < cosines.min() and cosines.max() < 0.99999, cosines  # close, and really int8 (measured 0.999)
+
+
+def test_a_photo_sharing_the_cores_runs_one_thread_sessions_with_the_same_answers(pipelines, group_photo):
+    """models.runtime.single_threaded (the inference gate's choice for a photo that enters while another
+    is inside): each network then runs its one-thread session, and the faces and vectors stay the same."""
+    _, ort_pipeline, _ = pipelines
+    embedder = ort_pipeline.embedder.runner
+    assert embedder.session.get_session_options().intra_op_num_threads == runtime.THREADS
+    assert embedder.single.get_session_options().intra_op_num_threads == 1
+    wide = ort_pipeline.faces(group_photo)
+    with runtime.single_threaded():
+        assert runtime.running_single_threaded()
+        with runtime.single_threaded():  # nests
+            pass
+        assert runtime.running_single_threaded()
+        narrow = ort_pipeline.faces(group_photo)
+    assert not runtime.running_single_threaded()
+    assert len(wide) == len(narrow) >= 2
+    for x, y in zip(wide, narrow):
+        assert np.abs(x.box - y.box).max() < 1e-3
+        assert float(np.dot(x.embedding, y.embedding)) > 0.99999
+
+
+def test_a_two_thread_network_holds_a_one_thread_session_that_answers_the_same():
+    net, example, dynamic = onnx_exports(PipelineConfig())["embedder"]
+    session = OrtNet(export_onnx(net, example, dynamic), threads=2)
+    assert session.single is not session.session
+    assert session.session.get_session_options().intra_op_num_threads == 2
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (2, *example.shape[1:])).astype(np.float32))
+    wide = session(x)
+    with runtime.single_threaded():
+        narrow = session(x)
+    assert torch.allclose(wide, narrow, atol=TOLERANCE, rtol=0)
+    alone = OrtNet(export_onnx(net, example, dynamic), threads=1)
+    assert alone.single is alone.session  # a one-thread network needs no second session

@@ -6,7 +6,6 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +17,7 @@ from app.config import Settings
 from app.db import crud
 from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
+from app.services.gate import InferenceGate
 from app.services.images import DecodedImage, decode_image
 from app.services.index import VectorIndex
 from app.services.replication import ChangeListener, SnapshotSlot
@@ -135,11 +135,10 @@ class RecognitionService:
         # thrash their thread pools, so at most inference_concurrency run at a time (the rest of a
         # request -- decoding, the database, the search -- still overlaps). On this 2-core CPU, two
         # runs each (bench/results/inference_gate.json): with 2, 16 clients got 29.9 / 31.0 req/s
-        # against 30.4 / 31.6 for 4; with no limit 29.2 / 22.0 against 33.7 / 28.8.
-        self._inference = (
-            threading.BoundedSemaphore(settings.inference_concurrency)
-            if settings.inference_concurrency
-            else nullcontext()
+        # against 30.4 / 31.6 for 4; with no limit 29.2 / 22.0 against 33.7 / 28.8. A photo that
+        # enters while another is inside runs on one thread (app.services.gate says why).
+        self._inference = InferenceGate(
+            settings.inference_concurrency, settings.inference_share_cores and pipeline.runtime == "onnxruntime"
         )
 
     # -- start-up and replication (app.services.replication states the protocol) ------------
@@ -358,12 +357,13 @@ class RecognitionService:
         before = dict(timings)
         with timings.stage("decode"):
             image = self.decode(upload)
-        with self._inference:
+        with self._inference() as shared:
             detections = self.pipeline.detect(image.pixels, timings, min_face)
             kept = detections[: self.settings.max_faces]
             faces = self.pipeline.embed_detections(image.pixels, kept, timings)
         self.telemetry.observe_stages({k: v - before.get(k, 0.0) for k, v in timings.items()})
         self.telemetry.faces.observe(len(detections))
+        self.telemetry.inference.labels("one" if shared else "all").inc()
         return [f if image.scale == 1.0 else f.rescaled(1.0 / image.scale) for f in faces], len(detections)
 
     # -- enrolment ----------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""The inference gate: how many photos are in the networks at once, and on how many threads each.
+
+Rule: at most ``limit`` photos run detection and embedding at the same time (0: no limit; the rest of a
+request -- decoding, the database, the search -- is outside the gate and overlaps). With
+``share_cores``, a photo that enters while another is already inside runs its ONNX Runtime networks on
+one thread (``models.runtime.single_threaded``); a photo alone keeps every core (on PyTorch -- a GPU --
+the service leaves threads alone: ``share_cores`` is off). The outputs are the
+same either way (one graph, two sessions; ``tests/test_runtime.py``).
+
+Why: a photo alone is fastest spread over both cores, but two photos that each spread over both spend
+CPU on thread hand-offs and wait for each other's cores. In process on this 2-core CPU (the service's
+pipeline on the 640x480 benchmark photo from 2 threads, six alternating rounds of ``bench/share_cores.py``):
+one thread each gave a median 1.09x the photos per second (rounds 0.95-1.30) at 30.7-37.5 instead of
+35.3-40.1 ms CPU a photo. Over HTTP the gain is within the machine's noise (README, "Performance";
+``bench/inference_gate.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+from models.runtime import single_threaded
+
+
+class InferenceGate:
+    """``with gate() as shared:`` -- inside, the photo may run its networks; ``shared`` tells whether
+    it runs them single-threaded because another photo was inside when it entered."""
+
+    def __init__(self, limit: int, share_cores: bool) -> None:
+        self.limit = limit
+        self.share_cores = share_cores
+        self._slots = threading.BoundedSemaphore(limit) if limit else None
+        self._lock = threading.Lock()
+        self.inside = 0
+
+    @contextmanager
+    def __call__(self) -> Iterator[bool]:
+        if self._slots is not None:
+            self._slots.acquire()
+        try:
+            with self._lock:
+                shared = self.share_cores and self.inside > 0
+                self.inside += 1
+            try:
+                with single_threaded() if shared else nullcontext():
+                    yield shared
+            finally:
+                with self._lock:
+                    self.inside -= 1
+        finally:
+            if self._slots is not None:
+                self._slots.release()
