@@ -5,6 +5,9 @@
 The service's pipeline (its factory and settings) on the 640x480 benchmark photo, in this process, from
 two threads at once; rounds alternate the two modes (and which goes first), so a change in the machine's
 speed hits both alike: photos per second and CPU per photo, and each round's ratio one / all.
+
+Then what micro-batching faces across requests could add: the embedder alone (flip TTA, as served) on
+1, 2, 4 and 8 faces per call, on one thread and on all, in milliseconds of CPU and of wall time per face.
 A benchmark, not a test: run it with nothing else on the machine.
 """
 
@@ -49,11 +52,38 @@ def run(pipeline, rgb: np.ndarray, photos: int, single: bool) -> dict:
     }
 
 
+def embed_batches(pipeline, rgb: np.ndarray, calls: int) -> list[dict]:
+    """CPU and wall milliseconds per face of ``Embedder.embed`` on n copies of the photo's aligned face."""
+    face = pipeline.detect(rgb)[0]
+    crop = pipeline.aligner.align(rgb, pipeline.alignment_points(rgb, [face])[0][0])
+    rows = []
+    for single in (True, False):
+        for n in (1, 2, 4, 8):
+            with runtime.single_threaded() if single else nullcontext():
+                for _ in range(5):
+                    pipeline.embedder.embed([crop] * n)
+                cpu, t0 = time.process_time(), time.perf_counter()
+                for _ in range(calls):
+                    pipeline.embedder.embed([crop] * n)
+            wall = time.perf_counter() - t0
+            rows.append(
+                {
+                    "threads": "one" if single else "all",
+                    "faces_per_call": n,
+                    "cpu_ms_per_face": round(1000 * (time.process_time() - cpu) / (calls * n), 2),
+                    "wall_ms_per_face": round(1000 * wall / (calls * n), 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--photos", type=int, default=80, help="photos per mode and round")
+    parser.add_argument("--calls", type=int, default=40, help="embedder calls per batch size and thread mode")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "share_cores.json")
     args = parser.parse_args()
     photo = jpeg_640x480(args.data / "photos" / "known_people" / "knn_examples" / "test" / "obama1.jpg")
@@ -74,7 +104,8 @@ def main() -> None:
         "command": "python bench/share_cores.py " + " ".join(sys.argv[1:]),
         "threads_per_network_alone": runtime.THREADS,
         "rounds": rounds,
-        "median_ratio_one_to_all": statistics.median(r["ratio_one_to_all"] for r in rounds),
+        "median_ratio_one_to_all": round(statistics.median(r["ratio_one_to_all"] for r in rounds), 3),
+        "embedder_batches": embed_batches(pipeline, rgb, args.calls),
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -10,9 +10,9 @@ same either way (one graph, two sessions; ``tests/test_runtime.py``).
 Why: a photo alone is fastest spread over both cores, but two photos that each spread over both spend
 CPU on thread hand-offs and wait for each other's cores. In process on this 2-core CPU (the service's
 pipeline on the 640x480 benchmark photo from 2 threads, six alternating rounds of ``bench/share_cores.py``):
-one thread each gave a median 1.09x the photos per second (rounds 0.95-1.30) at 30.7-37.5 instead of
-35.3-40.1 ms CPU a photo. Over HTTP the gain is within the machine's noise (README, "Performance";
-``bench/inference_gate.py``).
+one thread each gave a median 1.07x the photos per second (rounds 0.97-1.22) at 30.7-34.0 instead of
+32.2-42.5 ms CPU a photo; an earlier run 1.09x. Over HTTP the gain is within the machine's noise
+(README, "Performance"; ``bench/inference_gate.py``).
 """
 
 from __future__ import annotations
