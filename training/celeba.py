@@ -23,7 +23,7 @@ Two stages, both resumable and idempotent (run the same command again: finished 
    ``records/*.jsonl``. Photos that the shared training set already holds (same CelebA file in its
    ``celeba_<id>`` folder) are not made twice. ``--shard i/n`` splits this stage over processes.
 2. **Checks and the training tree** (after every shard is done; run once more without ``--shard``, and
-   with ``--threads 2`` on two cores: one process embeds every crop, 17 min instead of 31 on one thread).
+   with ``--threads 2`` on two cores: one process embeds every crop, ~18 min instead of ~31 on one thread).
    Every crop is embedded by ``--weights`` (default: the pre-CelebA embedder
    ``arcface_iresnet18_half_80_lm68_light.pt`` that made the committed build, so a rebuild drops and
    merges the same photos whichever model is shipped), and
