@@ -102,13 +102,27 @@ class OrtNet:
     (or a tuple of them) out.
 
     It holds a session on ``threads`` threads and, when that is more than one, a second on one thread,
-    which calls made inside :func:`single_threaded` run (the same graph: equal outputs, tested)."""
+    which calls made inside :func:`single_threaded` run (the same graph: equal outputs, tested). The
+    second is made at its first such call: start-up does not wait for it, nor holds a service that never
+    shares its cores one in memory."""
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
         threads = threads or THREADS
         self.session = self._session(model, threads)
-        self.single = self._session(model, 1) if threads > 1 else self.session
         self.outputs = len(self.session.get_outputs())
+        self._model = model if threads > 1 else None  # kept until the one-thread session is made
+        self._single = None if threads > 1 else self.session
+        self._lock = threading.Lock()
+
+    @property
+    def single(self):
+        """The one-thread session (the only session of a one-thread network)."""
+        if self._single is None:
+            with self._lock:
+                if self._single is None:
+                    self._single = self._session(self._model, 1)
+                    self._model = None
+        return self._single
 
     @staticmethod
     def _session(model: bytes, threads: int):
