@@ -3,7 +3,8 @@
 One registry per application (several apps in one process, as in the tests, never share counters).
 What is measured: requests by route template, method and status; latency per route; time per
 pipeline stage (decode, detect, landmarks, align, embed, search); faces per photo; photos through
-the networks alone or sharing the cores (``app.services.gate``); faces identified vs unknown; the gallery's size; the loaded model, device and index kind; start-up time.
+the networks alone or sharing the cores (``app.services.gate``); faces identified vs unknown; the
+gallery's size; the loaded model, device and index kind; start-up time.
 
 ``/metrics`` needs a key like every other data endpoint (a read key is enough): it reveals traffic
 and gallery size, which a deployment may not want public. Prometheus sends one with

@@ -47,7 +47,7 @@ def single_threaded() -> Iterator[None]:
 
     For a photo that shares the cores with another: two photos each on one core waste less than two
     that each spread over both (thread hand-offs, one waiting for the other's core). The service's
-    inference gate uses it (``app.services.recognition``); measured there."""
+    inference gate uses it (``app.services.gate``, where it is measured)."""
     before = running_single_threaded()
     _calling.single = True
     try:

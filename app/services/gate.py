@@ -3,9 +3,9 @@
 Rule: at most ``limit`` photos run detection and embedding at the same time (0: no limit; the rest of a
 request -- decoding, the database, the search -- is outside the gate and overlaps). With
 ``share_cores``, a photo that enters while another is already inside runs its ONNX Runtime networks on
-one thread (``models.runtime.single_threaded``); a photo alone keeps every core (on PyTorch -- a GPU --
-the service leaves threads alone: ``share_cores`` is off). The outputs are the
-same either way (one graph, two sessions; ``tests/test_runtime.py``).
+one thread (``models.runtime.single_threaded``); a photo alone keeps every core. On PyTorch (a GPU)
+the service leaves threads alone: ``share_cores`` is off. The outputs are the same either way (one
+graph, two sessions; ``tests/test_runtime.py``).
 
 Why: a photo alone is fastest spread over both cores, but two photos that each spread over both spend
 CPU on thread hand-offs and wait for each other's cores. In process on this 2-core CPU (the service's
