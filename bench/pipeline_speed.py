@@ -133,10 +133,7 @@ def pipeline_throughput(photo: bytes, photos: int) -> list[dict]:
 
     settings = Settings()
     pipeline = build_pipeline(settings.pipeline_config, cache_dir=Path.home() / ".cache" / "facerec" / "onnx")
-    # The service's gate: a photo that finds another inside runs its networks on one thread.
-    gate = InferenceGate(
-        settings.inference_concurrency, settings.inference_share_cores and pipeline.runtime == "onnxruntime"
-    )
+    gate = InferenceGate.for_pipeline(settings, pipeline)  # the service's: sharing photos run on one thread
     rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
 
     def faces(n: int) -> None:

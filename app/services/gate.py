@@ -20,8 +20,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING
 
 from models.runtime import single_threaded
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from models.pipeline import FacePipeline
 
 
 class InferenceGate:
@@ -29,11 +34,15 @@ class InferenceGate:
     it runs them single-threaded because another photo was inside when it entered."""
 
     def __init__(self, limit: int, share_cores: bool) -> None:
-        self.limit = limit
         self.share_cores = share_cores
         self._slots = threading.BoundedSemaphore(limit) if limit else None
         self._lock = threading.Lock()
         self.inside = 0
+
+    @classmethod
+    def for_pipeline(cls, settings: Settings, pipeline: FacePipeline) -> InferenceGate:
+        """The service's gate for ``pipeline`` and ``settings``: cores are shared on ONNX Runtime only."""
+        return cls(settings.inference_concurrency, settings.inference_share_cores and pipeline.runtime == "onnxruntime")
 
     @contextmanager
     def __call__(self) -> Iterator[bool]:

@@ -137,9 +137,7 @@ class RecognitionService:
         # runs each (bench/results/inference_gate.json): with 2, 16 clients got 29.9 / 31.0 req/s
         # against 30.4 / 31.6 for 4; with no limit 29.2 / 22.0 against 33.7 / 28.8. A photo that
         # enters while another is inside runs on one thread (app.services.gate says why).
-        self._inference = InferenceGate(
-            settings.inference_concurrency, settings.inference_share_cores and pipeline.runtime == "onnxruntime"
-        )
+        self._inference = InferenceGate.for_pipeline(settings, pipeline)
 
     # -- start-up and replication (app.services.replication states the protocol) ------------
     def sync_index(self) -> bool:
