@@ -3,7 +3,7 @@
 Talks to a running service by URL and key (``--url``/``--key``, or ``FACEREC_URL``/``FACEREC_API_KEY``):
 
     facerec health
-    facerec enroll people/              # one folder per person; safe to re-run
+    facerec enroll people/ [--jobs 2]   # one folder per person; safe to re-run
     facerec identify group.jpg [--json] [--fpr 1e-2]
     facerec verify a.jpg b.jpg          # or: facerec verify a.jpg --identity 3
     facerec gallery list [--search NAME] | show ID | delete ID | outdated
@@ -17,7 +17,12 @@ and runs the local admin commands on ``FACEREC_STATE_DIR`` (no service needed):
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
@@ -91,47 +96,98 @@ def health(ctx: click.Context) -> None:
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--add", is_flag=True, help="add photos to people already enrolled (default: skip them)")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="people enrolled at once (each person's photos go one after another)",
+)
 @click.pass_context
-def enroll(ctx: click.Context, folder: Path, add: bool) -> None:
+def enroll(ctx: click.Context, folder: Path, add: bool, jobs: int) -> None:
     """Enrol every person in FOLDER (one sub-folder per person, named as the person).
 
     Each photo is sent on its own, so one bad photo is reported and skipped instead of failing its
-    person. People already in the gallery are skipped (safe to re-run), unless --add."""
+    person. People already in the gallery are skipped (safe to re-run), unless --add. --jobs people
+    are enrolled at once: one request at a time leaves the service's second core idle while the
+    photo travels and is stored (bench/enroll_speed.py measures it)."""
     people = sorted(p for p in folder.iterdir() if p.is_dir())
     if not people:
         raise click.UsageError(f"{folder} has no sub-folders; make one folder per person, named as the person")
-    rejected: list[tuple[str, str]] = []
-    created_now: set[str] = set()  # people this run created: their later photos are added
-    created = added = skipped = 0
     try:
         with client(ctx) as api:
             existing = {i["name"]: i["id"] for i in api.all_identities()}
-            work = [(p.name, photo) for p in people for photo in photos_in(p)]
-            with click.progressbar(work, label="enrolling", show_pos=True, file=sys.stderr) as bar:
-                for name, photo in bar:
-                    if name in existing and not add and name not in created_now:
-                        skipped += 1
-                        continue
-                    try:
-                        if name in existing:
-                            api.enroll([photo], identity_id=existing[name])
-                            added += 1
-                        else:
-                            existing[name] = api.enroll([photo], name=name)["identity"]["id"]
-                            created_now.add(name)
-                            created += 1
-                    except ApiError as e:
-                        if e.status == 0 or e.status in (401, 403):
-                            raise
-                        rejected.append((f"{name}/{photo.name}", f"{e.message} [{e.code}]"))
+            plan = [(p.name, photos_in(p)) for p in people]
+            outcomes = Counter()
+            rejected: list[tuple[str, str]] = []
+            with click.progressbar(
+                length=sum(len(photos) for _, photos in plan), label="enrolling", show_pos=True, file=sys.stderr
+            ) as bar:
+                for outcome, where, why in enrol_people(api, plan, existing, add, jobs):
+                    outcomes[outcome] += 1
+                    if outcome == "rejected":
+                        rejected.append((where, why))
+                    bar.update(1)
     except ApiError as e:
         fail(e)
     click.echo(
-        f"{created} people created, {added} photos added, {skipped} photos of people already enrolled "
-        f"skipped, {len(rejected)} photos rejected"
+        f"{outcomes['created']} people created, {outcomes['added']} photos added, {outcomes['skipped']} photos of "
+        f"people already enrolled skipped, {len(rejected)} photos rejected"
     )
-    for where, why in rejected:
+    for where, why in sorted(rejected):
         click.echo(f"  rejected {where}: {why}")
+
+
+def enrol_people(
+    api: FacerecClient, plan: list[tuple[str, list[Path]]], existing: dict[str, int], add: bool, jobs: int
+) -> Iterator[tuple[str, str, str]]:
+    """Enrol ``plan``'s people ``jobs`` at a time; yields ("created"|"added"|"skipped"|"rejected", photo, why)
+    for each photo as it is done. An error that concerns every request (the service unreachable, the
+    key refused) stops the others before their next photo and is raised here."""
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def person(name: str, photos: list[Path]) -> None:
+        try:
+            identity = existing.get(name)
+            skip = identity is not None and not add
+            for photo in photos:
+                where = f"{name}/{photo.name}"
+                if skip:
+                    events.put(("skipped", where, ""))
+                    continue
+                if stop.is_set():
+                    return
+                try:
+                    if identity is None:
+                        identity = api.enroll([photo], name=name)["identity"]["id"]
+                        events.put(("created", where, ""))
+                    else:
+                        api.enroll([photo], identity_id=identity)
+                        events.put(("added", where, ""))
+                except ApiError as e:
+                    if e.status == 0 or e.status in (401, 403):
+                        raise
+                    events.put(("rejected", where, f"{e.message} [{e.code}]"))
+                except OSError as e:  # the photo could not be read here
+                    events.put(("rejected", where, f"cannot read it ({e.strerror or e}) [unreadable]"))
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller, which raises it
+            stop.set()
+            events.put(("error", "", e))
+
+    expected = sum(len(photos) for _, photos in plan)
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="enroll") as pool:
+        for name, photos in plan:
+            pool.submit(person, name, photos)
+        try:
+            for _ in range(expected):
+                outcome, where, why = events.get()
+                if outcome == "error":
+                    raise why
+                yield outcome, where, why
+        finally:  # a raised error, or the caller gone: the others stop before their next photo
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @main.command()

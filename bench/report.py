@@ -91,9 +91,29 @@ def index(r: dict) -> list[str]:
     return lines + [""]
 
 
+def enroll(r: dict) -> list[str]:
+    lines = [
+        f"{r['photos']}, {r['people_per_round']} people a round:",
+        "",
+        "| --jobs | photos/s (median) | ratio to --jobs 1 | server CPU ms/photo | client CPU ms/photo |",
+        "|---|---|---|---|---|",
+    ]
+    for jobs, j in r["jobs"].items():
+        lines.append(
+            f"| {jobs} | {j['photos_per_s_median']} | {j['ratio_to_jobs_1_median']} | "
+            f"{j['server_cpu_ms_per_photo']} | {j['client_cpu_ms_per_photo']} |"
+        )
+    return lines + [""]
+
+
 def main() -> None:
     out = []
-    for name, render in (("pipeline_speed.json", speed), ("index_scale.json", index)):
+    for name, render in (
+        ("pipeline_speed.json", speed),
+        ("index_scale.json", index),
+        ("enroll_speed.json", enroll),
+        ("enroll_speed_12mpx.json", enroll),
+    ):
         r = load(name)
         if r:
             out += [f"`{r['command']}`", "", *render(r)]

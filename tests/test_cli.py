@@ -81,6 +81,31 @@ def test_a_session_at_the_terminal(live: LiveServer, known: Path, data: Path, tm
     assert "1 identities" in run(live, "gallery", "list").output
 
 
+def test_enrolling_people_at_once_gives_each_person_exactly_their_own_photos(live: LiveServer, known: Path, tmp_path):
+    people = tmp_path / "at_once"
+    for person in ("kit_harington", "rose_leslie", "alex_lacamoire", "obama"):
+        shutil.copytree(known / "train" / person, people / f"jobs-{person}")
+    counts = {p.name: len(list(p.iterdir())) for p in people.iterdir()}
+
+    result = run(live, "enroll", str(people), "--jobs", "4")
+    assert result.exit_code == 0, result.output
+    assert f"4 people created, {sum(counts.values()) - 4} photos added, 0 photos" in result.output
+    enrolled = {
+        i["name"]: i["face_count"]
+        for i in json.loads(run(live, "gallery", "list", "--search", "jobs-", "--json").output)
+    }
+    assert enrolled == counts
+
+    again = run(live, "enroll", str(people), "--jobs", "3", "--add")  # --add: every photo a second time
+    assert f"0 people created, {sum(counts.values())} photos added" in again.output
+    enrolled = {
+        i["name"]: i["face_count"]
+        for i in json.loads(run(live, "gallery", "list", "--search", "jobs-", "--json").output)
+    }
+    assert enrolled == {name: 2 * n for name, n in counts.items()}
+    assert run(live, "enroll", str(people), "--jobs", "0").exit_code == 2  # a usage error, nothing sent
+
+
 def test_errors_are_one_line_with_the_apis_code(live: LiveServer, known: Path):
     wrong = run(live, "gallery", "list", key="frk_not-a-valid-key-000")
     assert wrong.exit_code == 2 and "[invalid_api_key]" in wrong.output
