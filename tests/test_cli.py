@@ -106,6 +106,23 @@ def test_enrolling_people_at_once_gives_each_person_exactly_their_own_photos(liv
     assert run(live, "enroll", str(people), "--jobs", "0").exit_code == 2  # a usage error, nothing sent
 
 
+def test_a_key_that_may_not_enrol_stops_every_job_with_one_error_and_enrols_nobody(
+    live: LiveServer, known: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("FACEREC_STATE_DIR", str(live.state_dir))  # the live service's own key table
+    created = CliRunner().invoke(main, ["keys", "create", "--name", "reader", "--role", "read"])
+    read_key = created.output.splitlines()[0]
+    people = tmp_path / "refused"
+    for person in ("kit_harington", "rose_leslie", "obama", "biden"):
+        shutil.copytree(known / "train" / person, people / f"refused-{person}")
+
+    result = run(live, "enroll", str(people), "--jobs", "3", key=read_key)
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1 and "people created" not in result.output, result.output
+    assert "[forbidden]" in result.output, result.output
+    assert json.loads(run(live, "gallery", "list", "--search", "refused-", "--json").output) == []
+
+
 def test_errors_are_one_line_with_the_apis_code(live: LiveServer, known: Path):
     wrong = run(live, "gallery", "list", key="frk_not-a-valid-key-000")
     assert wrong.exit_code == 2 and "[invalid_api_key]" in wrong.output
