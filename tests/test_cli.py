@@ -27,6 +27,12 @@ def run(live: LiveServer, *args: str, key: str = ADMIN_KEY, input: str | None = 
     return result
 
 
+def face_counts(live: LiveServer, prefix: str) -> dict[str, int]:
+    """Faces per enrolled identity whose name contains ``prefix``, as the CLI lists them."""
+    listing = run(live, "gallery", "list", "--search", prefix, "--json")
+    return {i["name"]: i["face_count"] for i in json.loads(listing.output)}
+
+
 def test_a_session_at_the_terminal(live: LiveServer, known: Path, data: Path, tmp_path: Path):
     assert "ok — model" in run(live, "health").output
 
@@ -90,19 +96,11 @@ def test_enrolling_people_at_once_gives_each_person_exactly_their_own_photos(liv
     result = run(live, "enroll", str(people), "--jobs", "4")
     assert result.exit_code == 0, result.output
     assert f"4 people created, {sum(counts.values()) - 4} photos added, 0 photos" in result.output
-    enrolled = {
-        i["name"]: i["face_count"]
-        for i in json.loads(run(live, "gallery", "list", "--search", "jobs-", "--json").output)
-    }
-    assert enrolled == counts
+    assert face_counts(live, "jobs-") == counts
 
     again = run(live, "enroll", str(people), "--jobs", "3", "--add")  # --add: every photo a second time
     assert f"0 people created, {sum(counts.values())} photos added" in again.output
-    enrolled = {
-        i["name"]: i["face_count"]
-        for i in json.loads(run(live, "gallery", "list", "--search", "jobs-", "--json").output)
-    }
-    assert enrolled == {name: 2 * n for name, n in counts.items()}
+    assert face_counts(live, "jobs-") == {name: 2 * n for name, n in counts.items()}
     assert run(live, "enroll", str(people), "--jobs", "0").exit_code == 2  # a usage error, nothing sent
 
 
