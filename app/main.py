@@ -24,7 +24,9 @@ from app.api.routes import faces, identities, system
 from app.config import Settings, get_settings
 from app.db.session import make_engine, make_session_factory, upgrade_database
 from app.services.auth import KeyStore
+from app.services.index import SnapshotRead
 from app.services.recognition import RecognitionService
+from app.services.replication import SnapshotSlot
 from app.telemetry import RequestMetrics, Telemetry
 from models.pipeline import build_pipeline
 
@@ -66,25 +68,36 @@ def build_keys(settings: Settings, sessions) -> KeyStore:
 
 
 def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tuple[RecognitionService, KeyStore]:
-    """Everything the service needs, loaded once: the key store first (it fails fast), then the models."""
+    """Everything the service needs, loaded once: the key store first (it fails fast), then the models.
+
+    The saved index is read from the start, alongside the rest: FAISS reads it with the GIL
+    released, so the database migration and the models load meanwhile. With 1M faces (a 1.3 GB
+    file) the read alone took 1.1 s and the rest 0.45 (``bench/cold_start.py``; README, "Performance").
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url, settings.database_timeout_s)
-    upgrade_database(engine)
-    sessions = make_session_factory(engine)
-    keys = build_keys(settings, sessions)
-    device = pick_device(settings.device)
-    # numpy's OpenBLAS threads spin-wait after every call and take the cores from the networks that
-    # run next (bench/pipeline_speed.py with cohort scoring: group photo 124 -> 103 ms, 4 clients
-    # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
-    # enough, and torch keeps its own pool.
-    threadpool_limits(1, user_api="blas")
-    # Networks exported for ONNX Runtime are kept beside the index, so a restart does not export again.
-    pipeline = build_pipeline(
-        settings.pipeline_config, device, cache_dir=settings.onnx_cache_dir or settings.state_dir / "onnx"
-    )
-    log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
-    service = RecognitionService(settings, pipeline, sessions, telemetry)
-    service.sync_index()
+    slot = SnapshotSlot(settings.state_dir)
+    try:
+        read = SnapshotRead(slot.path)
+        engine = make_engine(settings.database_url, settings.database_timeout_s)
+        upgrade_database(engine)
+        sessions = make_session_factory(engine)
+        keys = build_keys(settings, sessions)
+        device = pick_device(settings.device)
+        # numpy's OpenBLAS threads spin-wait after every call and take the cores from the networks that
+        # run next (bench/pipeline_speed.py with cohort scoring: group photo 124 -> 103 ms, 4 clients
+        # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
+        # enough, and torch keeps its own pool.
+        threadpool_limits(1, user_api="blas")
+        # Networks exported for ONNX Runtime are kept beside the index, so a restart does not export again.
+        pipeline = build_pipeline(
+            settings.pipeline_config, device, cache_dir=settings.onnx_cache_dir or settings.state_dir / "onnx"
+        )
+        log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
+        service = RecognitionService(settings, pipeline, sessions, telemetry, slot)
+        service.sync_index(read)
+    except BaseException:
+        slot.release()  # another attempt in this process (or another process) may take it
+        raise
     service.telemetry.follow_gallery(lambda: len(service.index), lambda: service.counts()["identities"])
     service.start_background(engine)
     return service, keys

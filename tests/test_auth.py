@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.keys import main as keys_cli
 from app.main import create_app
+from app.services.replication import SnapshotSlot
 from tests.helpers import ADMIN_KEY, files, make_client
 
 # (method, path, role needed)
@@ -111,6 +112,8 @@ def test_refuses_to_start_without_any_key(tmp_path: Path):
     app = create_app(Settings(state_dir=tmp_path / "state", admin_key=None))
     with pytest.raises(RuntimeError, match="FACEREC_ADMIN_KEY"), TestClient(app):
         pass
+    # The index snapshot slot it had claimed is free again: the next start takes the first one.
+    assert SnapshotSlot(tmp_path / "state").path.name == "faces.faiss"
 
 
 def test_short_admin_key_is_refused():

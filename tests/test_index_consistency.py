@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from app.services.index import IndexParams, VectorIndex, checksum
+from app.services.index import IndexParams, SnapshotRead, VectorIndex, checksum
 from tests.helpers import enroll_all, files, make_client, matched_names
 
 
@@ -49,6 +50,22 @@ def test_vector_index_add_remove_search_and_reload(tmp_path: Path):
         third = VectorIndex(8, tmp_path / "i.faiss")
         assert third.load_or_rebuild(generation, count, lambda: (np.arange(5), vectors)) is False
         assert len(third) == 5
+
+
+def test_index_loads_from_a_read_started_earlier_and_only_of_its_own_file(tmp_path: Path):
+    index = VectorIndex(8, tmp_path / "i.faiss")
+    index.add(np.arange(5), unit(5))
+    index.save(generation=3)
+    read = SnapshotRead(tmp_path / "i.faiss")  # started before anything asks for it
+    again = VectorIndex(8, tmp_path / "i.faiss")
+    assert again.load(lambda generation: None, read) == 3
+    assert again.checksum() == index.checksum()
+    other = VectorIndex(8, tmp_path / "other.faiss")
+    with pytest.raises(ValueError, match="cannot load the index at"):
+        other.load(lambda generation: None, SnapshotRead(tmp_path / "i.faiss"))
+    # A read of a file that is not there reports why instead of raising.
+    loaded, crc, error = SnapshotRead(tmp_path / "missing.faiss").result()
+    assert loaded is None and crc is None and error
 
 
 def test_large_gallery_switches_to_hnsw_with_tombstones_and_persistence(tmp_path: Path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import sessionmaker
 
@@ -66,6 +64,11 @@ def upgrade_database(engine: Engine) -> None:
     replicas or workers started together on a new database would otherwise all create its tables.
     PostgreSQL: a transaction-scoped advisory lock (the migrations run in that transaction).
     SQLite: an exclusive lock on a file beside the database."""
+    # Imported here, not at the top: importing Alembic takes ~0.5 s, which the service's start-up
+    # spends while its saved index is read (app.main.build_service) instead of before it starts.
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):

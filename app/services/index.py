@@ -63,6 +63,36 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp.replace(path)
 
 
+class SnapshotRead:
+    """A saved index file being read by FAISS and checksummed, each in a background thread.
+
+    Both go through the whole file with the GIL released, so the two run at once (a 200k-face HNSW
+    file, 261 MB: 0.13-0.19 s to checksum, 0.22 to read, 0.23-0.25 for both) and, started early,
+    alongside whatever the process does meanwhile: the service starts the read of its snapshot
+    before it migrates the database and loads the models (``app.main.build_service``, where it is
+    measured). The read is thrown away if the checksum or the header then disagrees. The file must
+    not change meanwhile: a process reads and writes only its own slot's file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="index-read")
+        self._crc = pool.submit(file_crc32, self.path)
+        self._index = pool.submit(faiss.read_index, str(self.path))
+        pool.shutdown(wait=False)  # the two reads go on; the threads end with them
+
+    def result(self) -> tuple[faiss.Index | None, int | None, str | None]:
+        """Waits for both: (the index or ``None``, the file's CRC-32 or ``None``, why it could not be read)."""
+        try:
+            crc = self._crc.result()
+        except OSError:
+            crc = None
+        try:
+            return self._index.result(), crc, None
+        except (OSError, RuntimeError) as exc:
+            return None, crc, str(exc)
+
+
 class VectorIndex:
     """Top-k inner-product search with explicit ids, persisted atomically to ``path``."""
 
@@ -219,24 +249,22 @@ class VectorIndex:
         self.save(generation)
         return False
 
-    def load(self, usable: Callable[[int], str | None]) -> int | None:
+    def load(self, usable: Callable[[int], str | None], read: SnapshotRead | None = None) -> int | None:
         """Load the saved index if its CRC matches the file and ``usable(its generation)`` has no
-        objection (returns ``None``); returns that generation, or ``None`` (logged why) if not loaded."""
+        objection (returns ``None``); returns that generation, or ``None`` (logged why) if not loaded.
+
+        ``read``: this file's :class:`SnapshotRead`, when it was started earlier (else one is started now)."""
+        if read is not None and read.path != self.path:
+            raise ValueError(f"a read of {read.path} cannot load the index at {self.path}")
         reason, header = self._read_header()
         if reason is None:
             reason = usable(int(header["generation"]))
         if reason is None:
-            # The checksum and FAISS's read each go through the whole file with the GIL released, so
-            # they run at once and the read is thrown away if the checksum disagrees: a 200k-face HNSW
-            # file (261 MB) took 0.13-0.19 s to checksum and 0.22 to read, 0.23-0.25 for both at once.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-crc") as pool:
-                crc = pool.submit(file_crc32, self.path)
-                try:
-                    loaded = faiss.read_index(str(self.path))
-                except (OSError, RuntimeError) as exc:
-                    reason = f"saved index is unreadable ({exc})"
-                if crc.result() != header.get("crc32"):
-                    reason = "saved index file does not match its checksum (corrupt, or a save was interrupted)"
+            loaded, crc, error = (read or SnapshotRead(self.path)).result()
+            if error is not None:
+                reason = f"saved index is unreadable ({error})"
+            if crc != header.get("crc32"):
+                reason = "saved index file does not match its checksum (corrupt, or a save was interrupted)"
             if reason is None:
                 tombstones = set(header.get("tombstones", []))
                 if loaded.d != self.dim or loaded.ntotal - len(tombstones) != header.get("count"):

@@ -19,7 +19,7 @@ from app.db.models import FaceRecord, Identity
 from app.services.errors import IdentityExists, InvalidParameter, MultipleFaces, NoFaceFound, UnknownIdentity
 from app.services.gate import InferenceGate
 from app.services.images import DecodedImage, decode_image
-from app.services.index import VectorIndex
+from app.services.index import SnapshotRead, VectorIndex
 from app.services.replication import ChangeListener, SnapshotSlot
 from app.telemetry import Telemetry
 from models.metrics import idrate
@@ -103,7 +103,12 @@ class RecognitionService:
     """Owns the pipeline, the index and the database sessions. Loaded once at start-up."""
 
     def __init__(
-        self, settings: Settings, pipeline: FacePipeline, sessions: sessionmaker, telemetry: Telemetry | None = None
+        self,
+        settings: Settings,
+        pipeline: FacePipeline,
+        sessions: sessionmaker,
+        telemetry: Telemetry | None = None,
+        slot: SnapshotSlot | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry or Telemetry()
@@ -116,7 +121,7 @@ class RecognitionService:
                 f"model card of {settings.weights} has no calibrated thresholds; "
                 "run training.evaluate --update-card on it"
             )
-        self.slot = SnapshotSlot(settings.state_dir)  # this process's own snapshot file
+        self.slot = slot or SnapshotSlot(settings.state_dir)  # this process's own snapshot file
         self.index = VectorIndex(pipeline.embedder.dim, self.slot.path, settings.index_params)
         # One lock orders every index access: FAISS is not safe for a search during an add/remove,
         # and changes are applied from the log in order (app.services.replication).
@@ -140,11 +145,12 @@ class RecognitionService:
         self._inference = InferenceGate.for_pipeline(settings, pipeline)
 
     # -- start-up and replication (app.services.replication states the protocol) ------------
-    def sync_index(self) -> bool:
+    def sync_index(self, read: SnapshotRead | None = None) -> bool:
         """Load this process's snapshot and catch up from the change log, else rebuild from the database.
 
         The check reads a few numbers from the database, not its embeddings, so a large gallery
-        restarts in seconds; the embeddings are read only when a rebuild is needed.
+        restarts in seconds; the embeddings are read only when a rebuild is needed. ``read``: the
+        snapshot's read, when the caller started it earlier (``app.main.build_service``).
 
         Returns:
             True when the snapshot was reused (caught up from the log), False when it was rebuilt.
@@ -160,7 +166,7 @@ class RecognitionService:
                 self.model_version,
             )
         with self.lock:
-            saved = self.index.load(self._usable_generation(generation, oldest))
+            saved = self.index.load(self._usable_generation(generation, oldest), read)
             if saved is not None:
                 self.applied = saved
                 self._catch_up()
