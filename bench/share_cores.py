@@ -102,7 +102,7 @@ def main() -> None:
         rounds.append(row)
     result = {
         "command": "python bench/share_cores.py " + " ".join(sys.argv[1:]),
-        "threads_per_network_alone": runtime.THREADS,
+        "threads_per_network_alone": runtime.default_threads(),
         "rounds": rounds,
         "median_ratio_one_to_all": round(statistics.median(r["ratio_one_to_all"] for r in rounds), 3),
         "embedder_batches": embed_batches(pipeline, rgb, args.calls),

@@ -6,6 +6,10 @@ What is measured is what is served: the service (``app.main``), the LFW evaluati
 :func:`build_pipeline` from a :class:`PipelineConfig`, whose defaults *are* the service's defaults
 (``app.config.Settings`` reads them from here). A tool that measures something else must say so
 by passing a different config, and ``training.evaluate --update-card`` refuses to.
+
+The networks' modules (and PyTorch with them) are imported by the builders, not with this module:
+the service imports its settings from here, and starts reading its saved index before PyTorch
+loads (``app.main.build_service``).
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS, runtime
-from models.aligner import FivePointAligner
-from models.detector import MTCNNDetector
-from models.embedder import Embedder
-from models.landmarker import Landmarker
 from models.landmarks import five_from_68
 from models.runtime import Runtime
 from models.timing import Timings
 from models.types import Detection, Face
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.aligner import FivePointAligner
+    from models.detector import MTCNNDetector
+    from models.embedder import Embedder
+    from models.landmarker import Landmarker
 
 
 class FacePipeline:
@@ -125,6 +132,8 @@ class PipelineConfig:
 
 
 def build_detector(config: PipelineConfig, device: torch.device | str = "cpu") -> MTCNNDetector:
+    from models.detector import MTCNNDetector
+
     return MTCNNDetector(
         device,
         min_score=config.detector_min_score,
@@ -138,6 +147,12 @@ def build_pipeline(
 ) -> FacePipeline:
     """The pipeline ``config`` describes (the service's defaults when omitted), loaded on ``device``;
     with ONNX Runtime, the exported networks are kept in ``cache_dir`` when one is given."""
+    import torch
+
+    from models.aligner import FivePointAligner
+    from models.embedder import Embedder
+    from models.landmarker import Landmarker
+
     config = config or PipelineConfig()
     if config.aligner not in ("mtcnn5", "landmarks68"):
         raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
@@ -167,6 +182,8 @@ def build_pipeline(
 
 def onnx_exports(config: PipelineConfig) -> dict[str, tuple[torch.nn.Module, torch.Tensor, dict[int, str]]]:
     """Each network of the pipeline with the example input and dynamic axes it is exported with."""
+    import torch
+
     pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch", "embedder_int8": False}))
     mtcnn, size = pipeline.detector.mtcnn, pipeline.embedder.card.input_size
     exports = {

@@ -1,12 +1,25 @@
-"""A small registry: architectures are created by name, never through if/elif chains."""
+"""A small registry: architectures are created by name, never through if/elif chains.
+
+Our own architectures (``models.backbones``, ``models.landmarker``) register themselves when their
+module is imported, which :func:`list_models` and :func:`create_model` do first: importing ``models``
+alone does not import PyTorch (the service imports it while it reads its saved index, ``app.main``).
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import TYPE_CHECKING, Callable
 
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+BUILT_IN = ("models.backbones", "models.landmarker")  # the modules that register our architectures
+
+
+def _import_built_in() -> None:
+    for module in BUILT_IN:
+        importlib.import_module(module)
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -23,6 +36,7 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def list_models() -> list[str]:
     """Names of every registered architecture, sorted."""
+    _import_built_in()
     return sorted(_REGISTRY)
 
 
@@ -32,6 +46,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     Raises:
         KeyError: when ``name`` is not registered; the message lists the valid names.
     """
+    _import_built_in()
     try:
         factory = _REGISTRY[name]
     except KeyError:

@@ -25,20 +25,30 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # PyTorch is imported where it is used: the service's imports do not wait for it
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnxruntime"]
 OPSET = 18  # the torch.export-based exporter's lowest
-#: Threads per ONNX Runtime session: PyTorch's count when this module was first imported (building a
-#: pipeline on ONNX Runtime sets PyTorch's own to one, so a second build must not read it from there).
-THREADS = torch.get_num_threads()
+_threads: list[int] = []  # see default_threads
 _calling = threading.local()  # per calling thread: .single (run the one-thread sessions)
+
+
+def default_threads() -> int:
+    """Threads per ONNX Runtime session: PyTorch's count the first time this is asked (building a
+    pipeline on ONNX Runtime then sets PyTorch's own to one, so a second build must not read it from there)."""
+    if not _threads:
+        import torch
+
+        _threads.append(torch.get_num_threads())
+    return _threads[0]
 
 
 @contextmanager
@@ -75,6 +85,7 @@ def resolve(runtime: Runtime, device: torch.device) -> str:
 def export_onnx(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> bytes:
     """The network as an ONNX model (PyTorch's ``torch.export``-based exporter): input ``x`` with the
     ``dynamic`` axes free (index -> name), outputs as the module returns them."""
+    import torch
     from torch.export import Dim
 
     shapes = {axis: Dim(name, min=1 if axis == 0 else 12, max=8192) for axis, name in dynamic.items()}
@@ -87,6 +98,7 @@ def export_onnx(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) 
 
 def _key(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> str:
     import onnxruntime
+    import torch
 
     h = hashlib.sha256(
         f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{tuple(example.shape)}|{dynamic}".encode()
@@ -107,7 +119,7 @@ class OrtNet:
     shares its cores one in memory."""
 
     def __init__(self, model: bytes, threads: int | None = None) -> None:
-        threads = threads or THREADS
+        threads = threads or default_threads()
         self.session = self._session(model, threads)
         self.outputs = len(self.session.get_outputs())
         self._model = model if threads > 1 else None  # kept until the one-thread session is made
@@ -139,6 +151,8 @@ class OrtNet:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor):
+        import torch
+
         session = self.single if running_single_threaded() else self.session
         out = session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
         tensors = tuple(torch.from_numpy(o) for o in out)

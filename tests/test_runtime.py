@@ -155,7 +155,7 @@ def test_a_photo_sharing_the_cores_runs_one_thread_sessions_with_the_same_answer
     is inside): each network then runs its one-thread session, and the faces and vectors stay the same."""
     _, ort_pipeline, _ = pipelines
     embedder = ort_pipeline.embedder.runner
-    assert embedder.session.get_session_options().intra_op_num_threads == runtime.THREADS
+    assert embedder.session.get_session_options().intra_op_num_threads == runtime.default_threads()
     assert embedder.single.get_session_options().intra_op_num_threads == 1
     wide = ort_pipeline.faces(group_photo)
     with runtime.single_threaded():
