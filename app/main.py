@@ -76,8 +76,8 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
     """Everything the service needs, loaded once: the key store first (it fails fast), then the models.
 
     The saved index is read from the start, alongside the rest: FAISS reads it with the GIL
-    released, so the database migration and the models load meanwhile, and so do Alembic and PyTorch,
-    which are imported here rather than with the app (``tests/test_service_rules.py`` keeps it so).
+    released, so the database check and the models load meanwhile, and so does PyTorch, which is
+    imported here rather than with the app (``tests/test_service_rules.py`` keeps it so).
     With 1M faces (a 1.3 GB file) the read alone took 1.1 s and the rest 0.45 s after ~1.8 s of
     importing PyTorch (``bench/cold_start.py``; README, "Performance").
     """

@@ -154,3 +154,25 @@ def test_importing_the_service_leaves_pytorch_and_alembic_to_start_up():
     code = "import sys, app.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'alembic'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_schema_head_names_the_newest_migration():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from app.db.session import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [SCHEMA_HEAD]
+
+
+def test_a_database_at_the_newest_migration_opens_without_alembic(tmp_path: Path):
+    code = (
+        "import sys; from app.db.session import make_engine, upgrade_database; "
+        f"upgrade_database(make_engine('sqlite:///{tmp_path / 'f.db'}')); print('alembic' in sys.modules)"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT) for _ in "12"
+    ]
+    assert [r.stdout.strip() for r in runs] == ["True", "False"]  # created by Alembic, then only checked
