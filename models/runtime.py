@@ -18,6 +18,7 @@ CPU the first time, 0.2 s to read back);
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 import os
@@ -37,18 +38,16 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnxruntime"]
 OPSET = 18  # the torch.export-based exporter's lowest
-_threads: list[int] = []  # see default_threads
 _calling = threading.local()  # per calling thread: .single (run the one-thread sessions)
 
 
+@functools.cache
 def default_threads() -> int:
     """Threads per ONNX Runtime session: PyTorch's count the first time this is asked (building a
     pipeline on ONNX Runtime then sets PyTorch's own to one, so a second build must not read it from there)."""
-    if not _threads:
-        import torch
+    import torch
 
-        _threads.append(torch.get_num_threads())
-    return _threads[0]
+    return torch.get_num_threads()
 
 
 @contextmanager

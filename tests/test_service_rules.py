@@ -14,9 +14,8 @@ import pytest
 
 from app.services.errors import InvalidParameter
 from app.services.recognition import threshold_for_fpr
+from app.testing import ROOT
 from tests.helpers import files, make_client
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -157,14 +156,11 @@ def test_importing_the_service_leaves_pytorch_and_alembic_to_start_up():
 
 
 def test_schema_head_names_the_newest_migration():
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from app.db.session import MIGRATIONS_DIR, SCHEMA_HEAD
+    from app.db.session import SCHEMA_HEAD, alembic_config
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    assert ScriptDirectory.from_config(cfg).get_heads() == [SCHEMA_HEAD]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [SCHEMA_HEAD]
 
 
 def test_a_database_at_the_newest_migration_opens_without_alembic(tmp_path: Path):
@@ -173,6 +169,7 @@ def test_a_database_at_the_newest_migration_opens_without_alembic(tmp_path: Path
         f"upgrade_database(make_engine('sqlite:///{tmp_path / 'f.db'}')); print('alembic' in sys.modules)"
     )
     runs = [
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT) for _ in "12"
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+        for _ in range(2)
     ]
     assert [r.stdout.strip() for r in runs] == ["True", "False"]  # created by Alembic, then only checked

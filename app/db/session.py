@@ -64,6 +64,15 @@ MIGRATION_LOCK = 0x66616365  # "face"
 SCHEMA_HEAD = "0004"
 
 
+def alembic_config():
+    """Alembic's configuration for our migrations (Alembic is imported here: see :func:`upgrade_database`)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
 def schema_is_current(engine: Engine) -> bool:
     """Whether the database is at :data:`SCHEMA_HEAD` (one query; ``False`` when it has no schema yet)."""
     try:
@@ -84,10 +93,8 @@ def upgrade_database(engine: Engine) -> None:
     if schema_is_current(engine):
         return
     from alembic import command
-    from alembic.config import Config
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg = alembic_config()
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         lock = open(f"{engine.url.database}.migrate.lock", "a")  # noqa: SIM115 (closed below)
         fcntl.flock(lock, fcntl.LOCK_EX)
