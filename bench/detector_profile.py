@@ -57,13 +57,11 @@ class CallTimes:
 
     def __init__(self, mtcnn) -> None:
         self.mtcnn, self.calls = mtcnn, []
-        self.originals = {name: getattr(mtcnn, f"run_{name}") for name in ("pnet", "rnet", "onet")}
-        for name, call in self.originals.items():
-            setattr(mtcnn, f"run_{name}", self._timed(name, call))
+        self.originals = mtcnn.runners
+        mtcnn.runners = [self._timed(name, call) for name, call in zip(("pnet", "rnet", "onet"), self.originals)]
 
     def restore(self) -> None:
-        for name, call in self.originals.items():
-            setattr(self.mtcnn, f"run_{name}", call)
+        self.mtcnn.runners = self.originals
 
     def _timed(self, name, call):
         def run(x):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from models.mtcnn import MTCNN
 from models.types import Detection
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MTCNNDetector:
@@ -14,7 +18,7 @@ class MTCNNDetector:
     nothing is downloaded).
 
     Args:
-        device: torch device for the three cascaded nets.
+        device: where the three cascaded nets run (a device name or a ``torch.device``).
         min_score: faces scored below this are dropped (MTCNN's own last-stage threshold is 0.7,
             which lets through textured background patches in group photos).
         min_face_size: smallest face side, in pixels of the (possibly downscaled) image.

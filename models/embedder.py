@@ -1,22 +1,27 @@
-"""The face embedder: aligned 112x112 crops in, L2-normalised embeddings out."""
+"""The face embedder: aligned 112x112 crops in, L2-normalised embeddings out (numpy both ways)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from models.inputs import hwc_batch, resize_crop
 from models.registry import create_model
+from models.runtime import Export, OneNetwork, OrtNet, TorchNet, device_kind
 from models.scoring import ScoreFunction, cohort_normalised, cosine_matrix
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,8 @@ def load_score_function(weights: Path, card: ModelCard) -> ScoreFunction:
 
 def load_backbone(weights: Path, card: ModelCard) -> nn.Module:
     """Build the card's architecture and load the (fp16-stored) weights as fp32, in eval mode."""
+    import torch
+
     model = create_model(
         card.architecture, embedding_dim=card.embedding_dim, input_size=card.input_size, **card.arch_kwargs
     )
@@ -109,37 +116,60 @@ def load_backbone(weights: Path, card: ModelCard) -> nn.Module:
     return model.eval()
 
 
-class Embedder:
+def l2_normalised(vectors: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (rows shorter than 1e-12 by 1e-12, as PyTorch's ``F.normalize``)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-12))
+
+
+class Embedder(OneNetwork):
     """Runs the backbone on aligned crops.
 
     Args:
         weights: the ``.pt`` state dict; its card is the ``.json`` beside it.
-        device: where the network runs.
+        device: where the network runs (a device name or a ``torch.device``).
         bf16: run under bfloat16 autocast. Default: on a GPU (where it is fast and, as tested on
             real faces, keeps every embedding within cosine 0.999 of fp32), off on a CPU (not faster here).
+
+    The network runs with PyTorch unless :meth:`use_onnxruntime` is called; the PyTorch module is
+    loaded at its first use, so an embedder on cached ONNX networks never imports PyTorch.
     """
 
     def __init__(self, weights: Path, device: torch.device | str = "cpu", bf16: bool | None = None) -> None:
         self.weights = weights = Path(weights)
         self.card = ModelCard.load(weights.with_suffix(".json"))
-        self.device = torch.device(device)
-        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
-        self.model = load_backbone(weights, self.card).to(self.device, memory_format=torch.channels_last)
+        self.device = str(device)
+        self.bf16 = device_kind(self.device) == "cuda" if bf16 is None else bf16
         self.dim = self.card.embedding_dim
         self.version = self.card.version
         #: How two of this embedder's vectors are compared (the scale of the card's thresholds).
         self.score: ScoreFunction = load_score_function(weights, self.card)
-        self.runner = self.model  # what embed() calls: the module, or its ONNX Runtime session
+
+    @functools.cached_property
+    def model(self) -> nn.Module:
+        """The backbone as a PyTorch module on the embedder's device (loaded at first use)."""
+        import torch
+
+        return load_backbone(self.weights, self.card).to(self.device, memory_format=torch.channels_last)
+
+    def torch_net(self) -> TorchNet:
+        """Channels-last (faster on a CPU), bf16 if asked."""
+        return TorchNet(self.model, self.device, channels_last=True, bf16=self.bf16)
+
+    def export(self) -> Export:
+        """How the network is exported for ONNX Runtime (a batch of any size)."""
+
+        size = self.card.input_size
+        # The card's fields that build the network (not its metrics, which change without it).
+        build = {k: self.card.raw.get(k) for k in ("architecture", "arch_kwargs", "input_size", "embedding_dim")}
+        sources = [self.weights, json.dumps(build, sort_keys=True).encode()]
+        return Export("embedder", lambda: self.model, (2, 3, size, size), {0: "n"}, sources)
 
     def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None, int8: bool = False) -> None:
         """Run the network on ONNX Runtime (``models.runtime``); with ``int8``, the quantized network
         the card names (``training.quantize``). Its vectors differ a little from fp32's, so the
         version gets ``-int8``: vectors of the two are never compared (enrolled faces are re-enrolled)."""
-        from models.runtime import OrtNet, onnx_net
-
         if not int8:
-            size = self.card.input_size
-            self.runner = onnx_net(self.model, torch.zeros(2, 3, size, size), {0: "n"}, cache_dir, "embedder", threads)
+            super().use_onnxruntime(cache_dir, threads)
             return
         entry = self.card.raw.get("int8")
         if not entry:
@@ -153,15 +183,13 @@ class Embedder:
             f"the int8 network the card of {self.weights.name} names",
             "make it again with python -m training.quantize",
         )
-        self.runner = OrtNet(model, threads)
+        self._runner = OrtNet(model, threads)
         self.version = f"{self.card.version}-int8"
 
-    def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
-        """112x112 RGB uint8 crops -> a normalised batch at the network's input size."""
-        x = hwc_batch([resize_crop(c, self.card.input_size) for c in crops])
-        return x.to(self.device).contiguous(memory_format=torch.channels_last)
+    def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
+        """112x112 RGB uint8 crops -> the normalised float32 batch at the network's input size."""
+        return hwc_batch([resize_crop(c, self.card.input_size) for c in crops])
 
-    @torch.inference_mode()
     def embed(self, crops: list[np.ndarray], normalize: bool = True) -> np.ndarray:
         """``(len(crops), dim)`` float32 unit vectors; ``(0, dim)`` for no crops.
 
@@ -170,17 +198,13 @@ class Embedder:
         """
         if not crops:
             return np.zeros((0, self.dim), np.float32)
-        x = self.preprocess(crops)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            emb = self._forward(x)
-        if normalize:
-            emb = F.normalize(emb, dim=1)
-        return emb.cpu().numpy()
+        emb = self._forward(self.preprocess(crops))
+        return l2_normalised(emb) if normalize else emb
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         if self.card.flip_tta:
             # One forward pass over the crops and their mirror images: on a CPU a batch of 2n costs far
             # less than two batches of n (measured 18 -> 7 ms for one face).
-            both = self.runner(torch.cat([x, torch.flip(x, dims=[3])])).float()
+            both = self.runner(np.concatenate([x, x[..., ::-1]]))
             return both[: len(x)] + both[len(x) :]
-        return self.runner(x).float()
+        return self.runner(x)

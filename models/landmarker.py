@@ -1,4 +1,4 @@
-"""Our 68-point landmark network and the aligner that uses it.
+"""Our 68-point landmark network as the service runs it (the modules are in ``models.landmark_nets``).
 
 The network sees a square crop around the detector's box (side ``crop_scale`` x the box's longer
 side), resized to ``input_size``, and regresses the 68 points in crop coordinates scaled to [0, 1].
@@ -8,118 +8,22 @@ net expects exactly the loose boxes the service gives it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from models.backbones import IRBlock
 from models.inputs import hwc_batch
-from models.registry import create_model, register_model
+from models.registry import create_model
+from models.runtime import Export, OneNetwork
 
-
-def _stem(width: int) -> nn.Sequential:
-    """The landmark nets' first layer: one strided convolution, so no work is done at full resolution."""
-    return nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.PReLU(width))
-
-
-class LandmarkNet(nn.Module):
-    """IResNet-style stages down to a 6x6 map, then a linear layer over the flattened map: direct
-    regression of 136 numbers. Flattening (not pooling) keeps where each feature is, which is what
-    coordinates need."""
-
-    def __init__(
-        self,
-        widths: tuple[int, ...] = (32, 64, 128, 256),
-        input_size: int = 96,
-        points: int = 68,
-        stride_first: bool = True,
-    ) -> None:
-        super().__init__()
-        self.input_size, self.points = input_size, points
-        self.stem = _stem(widths[0])
-        blocks, in_ch = [], widths[0]
-        for i, width in enumerate(widths):
-            blocks += [IRBlock(in_ch, width, stride=2 if i or stride_first else 1), IRBlock(width, width, stride=1)]
-            in_ch = width
-        self.stages = nn.Sequential(*blocks)
-        # The stem halves the input and so does every stage (the first too, unless stride_first is
-        # off): at 96 px the full-resolution work is one stem convolution, which keeps a face ~5 ms.
-        final = input_size // 2 ** (len(widths) + int(stride_first))
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(in_ch), nn.Flatten(), nn.Dropout(0.1), nn.Linear(in_ch * final * final, points * 2)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x))).view(-1, self.points, 2)
-
-
-@register_model("landmark_resnet")
-def landmark_resnet(
-    input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256), stride_first: bool = True
-) -> LandmarkNet:
-    """A 68-point regressor at ``input_size`` px (a multiple of 32)."""
-    return LandmarkNet(tuple(widths), input_size, stride_first=stride_first)
-
-
-class LandmarkIntegralNet(nn.Module):
-    """Heatmaps + soft-argmax ("integral regression", Sun et al. 2018): the same IR encoder, a small
-    top-down path (FPN-style) back to a stride-4 map, one heatmap per point, and each point taken as
-    the heatmap's expected position. Coordinates stay differentiable (trained with the same wing
-    loss as the regressor), the map keeps spatial detail that flattening loses, and an answer can
-    never leave the crop -- the failure the regressor showed on a few YouTube faces."""
-
-    def __init__(
-        self, widths: tuple[int, ...] = (32, 64, 128, 256), input_size: int = 96, points: int = 68, decoder: int = 64
-    ) -> None:
-        super().__init__()
-        self.input_size, self.points = input_size, points
-        self.stem = _stem(widths[0])
-        stages, in_ch = [], widths[0]
-        for width in widths:
-            stages.append(nn.Sequential(IRBlock(in_ch, width, stride=2), IRBlock(width, width, stride=1)))
-            in_ch = width
-        self.stages = nn.ModuleList(stages)
-        self.lateral = nn.ModuleList(nn.Conv2d(w, decoder, 1, bias=False) for w in widths)
-        self.fuse = nn.Sequential(
-            nn.BatchNorm2d(decoder),
-            nn.Conv2d(decoder, decoder, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(decoder),
-            nn.PReLU(decoder),
-            nn.Conv2d(decoder, points, 1),
-        )
-        side = input_size // 4
-        # Cell centres of the stride-4 map, in crop units: cell i covers input pixels 4i..4i+3.
-        centres = (torch.arange(side, dtype=torch.float32) * 4 + 1.5) / input_size
-        self.register_buffer("grid_x", centres.repeat(side), persistent=False)
-        self.register_buffer("grid_y", centres.repeat_interleave(side), persistent=False)
-
-    def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, points, input/4, input/4) logits."""
-        feats, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        top = self.lateral[-1](feats[-1])
-        for lateral, feat in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
-            top = nn.functional.interpolate(top, size=feat.shape[-2:], mode="nearest") + lateral(feat)
-        return self.fuse(top)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prob = self.heatmaps(x).flatten(2).float().softmax(-1)
-        return torch.stack([prob @ self.grid_x, prob @ self.grid_y], -1)
-
-
-@register_model("landmark_integral")
-def landmark_integral(
-    input_size: int = 96, widths: tuple[int, ...] = (32, 64, 128, 256), decoder: int = 64
-) -> LandmarkIntegralNet:
-    """A 68-point heatmap + soft-argmax network at ``input_size`` px (a multiple of 32)."""
-    return LandmarkIntegralNet(tuple(widths), input_size, decoder=decoder)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def crop_matrix(
@@ -158,28 +62,35 @@ class LandmarkCard:
         return cls(raw["name"], raw["version"], raw["architecture"], raw["input_size"], raw["crop_scale"], raw)
 
 
-class Landmarker:
-    """Loads a landmark weight file (+ card) once; ``predict(image, boxes)`` -> ``(n, 68, 2)`` image pixels."""
+class Landmarker(OneNetwork):
+    """Loads a landmark weight file (+ card) once; ``predict(image, boxes)`` -> ``(n, 68, 2)`` image pixels.
+
+    The network runs with PyTorch unless :meth:`use_onnxruntime` is called; the PyTorch module is
+    loaded at its first use."""
 
     def __init__(self, weights: Path, device: torch.device | str = "cpu") -> None:
-        weights = Path(weights)
-        self.card = LandmarkCard.load(weights.with_suffix(".json"))
-        self.device = torch.device(device)
-        self.model = create_model(self.card.architecture, input_size=self.card.input_size)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.model.load_state_dict({k: v.float() for k, v in state.items()})
-        self.model.eval().to(self.device)
+        self.weights = Path(weights)
+        self.card = LandmarkCard.load(self.weights.with_suffix(".json"))
+        self.device = str(device)
         self.version = self.card.version
-        self.runner = self.model  # what predict() calls: the module, or its ONNX Runtime session
 
-    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
-        """Run the network on ONNX Runtime (``models.runtime``)."""
-        from models.runtime import onnx_net
+    @functools.cached_property
+    def model(self) -> nn.Module:
+        """The network as a PyTorch module on the landmarker's device (loaded at first use)."""
+        import torch
+
+        model = create_model(self.card.architecture, input_size=self.card.input_size)
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        return model.eval().to(self.device)
+
+    def export(self) -> Export:
+        """How the network is exported for ONNX Runtime (a batch of any size)."""
 
         size = self.card.input_size
-        self.runner = onnx_net(self.model, torch.zeros(1, 3, size, size), {0: "n"}, cache_dir, "landmarks", threads)
+        build = f"{self.card.architecture}|{size}".encode()  # what create_model is given
+        return Export("landmarks", lambda: self.model, (1, 3, size, size), {0: "n"}, [self.weights, build])
 
-    @torch.inference_mode()
     def predict(self, image: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
         if not len(boxes):
             return np.zeros((0, 68, 2), np.float32)
@@ -191,8 +102,7 @@ class Landmarker:
                 for m in mats
             ]
         )
-        x = hwc_batch(crops).to(self.device)
         # A few inputs (7 of YouTube Faces' 770 test faces) made the regressor answer far outside the
         # crop; points outside the crop's neighbourhood are never right, so they are kept inside it.
-        pred = self.runner(x).float().clamp(-0.25, 1.25).cpu().numpy() * size
+        pred = np.clip(self.runner(hwc_batch(crops)), -0.25, 1.25) * size
         return np.stack([apply_affine(invert_affine(m), p) for m, p in zip(mats, pred)]).astype(np.float32)

@@ -9,7 +9,8 @@ pyramid levels and the candidate crops are read from halvings of the photo (:fun
 no area resampling reads more than four times the pixels it writes: on the 640x480 benchmark photo the
 cascade's work outside the three networks fell from 12.6 to 3.8 ms (``bench/detector_profile.py``).
 Only the three weight files are read from the wheel (``facenet_pytorch/data/{p,r,o}net.pt``); the
-package itself is never imported.
+package itself is never imported. The three networks are defined in ``models.mtcnn_nets``; this module
+works in numpy and calls them through runners (``models.runtime``), so it does not import PyTorch.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (a box covering pixels 0..9 is 0..10) and the
 five points are pixel coordinates, in the order left eye, right eye, nose, left and right mouth corner.
@@ -17,13 +18,20 @@ five points are pixel coordinates, in the order left eye, right eye, nose, left 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
+
+from models.runtime import Export, TorchNet, onnx_net
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.mtcnn_nets import ONet, PNet, RNet
 
 
 def wheel_weights_dir() -> Path:
@@ -35,71 +43,6 @@ def wheel_weights_dir() -> Path:
             "(it is a dependency in pyproject.toml)"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
-class PNet(nn.Module):
-    """Proposal net: fully convolutional, a 12x12 window per output cell, stride 2."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
-        self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_1(x).softmax(1)[:, 1], self.conv4_2(x)
-
-
-def _flatten_caffe(x: torch.Tensor) -> torch.Tensor:
-    # The weights were converted from a model that flattened feature maps in (W, H, C) order.
-    return x.permute(0, 3, 2, 1).flatten(1)
-
-
-class RNet(nn.Module):
-    """Refinement net on 24x24 crops: face score and box regression."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-        self.dense5_1, self.dense5_2 = nn.Linear(128, 2), nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu4(self.dense4(_flatten_caffe(self.prelu3(self.conv3(x)))))
-        return self.dense5_1(x).softmax(1)[:, 1], self.dense5_2(x)
-
-
-class ONet(nn.Module):
-    """Output net on 48x48 crops: face score, box regression and five points."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-        self.dense6_1, self.dense6_2, self.dense6_3 = nn.Linear(256, 2), nn.Linear(256, 4), nn.Linear(256, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu5(self.dense5(_flatten_caffe(self.prelu4(self.conv4(x)))))
-        return self.dense6_1(x).softmax(1)[:, 1], self.dense6_2(x), self.dense6_3(x)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
@@ -210,11 +153,13 @@ def _crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _tensor(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (n, h, w, 3) or (h, w, 3) -> float (n, 3, h, w) scaled as the nets were trained."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels))
-    x = x[None] if x.ndim == 3 else x
-    return x.to(device).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
+def _input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (n, h, w, 3) or (h, w, 3) -> float32 (n, 3, h, w) scaled as the nets were trained."""
+    x = pixels[None] if pixels.ndim == 3 else pixels
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+    x -= np.float32(127.5)
+    x *= np.float32(0.0078125)
+    return x
 
 
 class MTCNN:
@@ -236,25 +181,52 @@ class MTCNN:
         factor: float = 0.709,
         weights_dir: Path | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = str(device)
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
-        weights_dir = weights_dir or wheel_weights_dir()
-        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
-        for name, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
-            net.load_state_dict(torch.load(weights_dir / f"{name}.pt", map_location="cpu", weights_only=True))
-            net.eval().to(self.device)
-        # What the cascade calls: the modules, or their ONNX Runtime sessions (use_onnxruntime).
-        self.run_pnet, self.run_rnet, self.run_onet = self.pnet, self.rnet, self.onet
+        self.weights_dir = Path(weights_dir or wheel_weights_dir())
+        self._runners: tuple | None = None
+
+    @functools.cached_property
+    def nets(self) -> tuple[PNet, RNet, ONet]:
+        """P-, R- and O-Net as PyTorch modules, loaded at first use (a service whose exported nets are
+        cached never loads them)."""
+        from models.mtcnn_nets import load_nets
+
+        return load_nets(self.weights_dir, self.device)
+
+    pnet = property(lambda self: self.nets[0], doc="P-Net's module")
+    rnet = property(lambda self: self.nets[1], doc="R-Net's module")
+    onet = property(lambda self: self.nets[2], doc="O-Net's module")
+
+    @property
+    def runners(self) -> tuple:
+        """What the cascade calls for P-, R- and O-Net (numpy in, numpy out): PyTorch's modules unless
+        :meth:`use_onnxruntime` was called."""
+        if self._runners is None:
+            self.use_torch()
+        return self._runners
+
+    @runners.setter
+    def runners(self, runners: tuple) -> None:  # e.g. wrapped to time each call (bench/detector_profile.py)
+        self._runners = tuple(runners)
+
+    def use_torch(self) -> None:
+        """Run the three nets with PyTorch on the cascade's device."""
+        self._runners = tuple(TorchNet(net, self.device) for net in self.nets)
+
+    def exports(self) -> list[Export]:
+        """How P-, R- and O-Net are exported for ONNX Runtime (P-Net with any image size)."""
+
+        specs = (("pnet", (1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}), ("rnet", (4, 3, 24, 24), {0: "n"}),
+                 ("onet", (2, 3, 48, 48), {0: "n"}))  # fmt: skip
+        return [
+            Export(name, lambda i=i: self.nets[i], shape, dynamic, [self.weights_dir / f"{name}.pt"])
+            for i, (name, shape, dynamic) in enumerate(specs)
+        ]
 
     def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
-        """Run the three nets on ONNX Runtime (``models.runtime``): P-Net with any image size."""
-        from models.runtime import onnx_net
-
-        self.run_pnet = onnx_net(
-            self.pnet, torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}, cache_dir, "pnet", threads
-        )
-        self.run_rnet = onnx_net(self.rnet, torch.zeros(4, 3, 24, 24), {0: "n"}, cache_dir, "rnet", threads)
-        self.run_onet = onnx_net(self.onet, torch.zeros(2, 3, 48, 48), {0: "n"}, cache_dir, "onet", threads)
+        """Run the three nets on ONNX Runtime (``models.runtime``)."""
+        self._runners = tuple(onnx_net(export, cache_dir, threads) for export in self.exports())
 
     def scales(self, height: int, width: int, min_face_size: float | None = None) -> list[float]:
         """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""
@@ -276,8 +248,8 @@ class MTCNN:
             # (2 x 2 means) is OpenCV's fast path.
             source = next(s for s in reversed(halves) if s.shape[0] >= hs and s.shape[1] >= ws)
             level = cv2.resize(source, (ws, hs), interpolation=cv2.INTER_AREA)
-            prob, reg = self.run_pnet(_tensor(level, self.device))
-            prob, reg = prob[0].cpu().numpy(), reg[0].cpu().numpy()
+            prob, reg = self.runners[0](_input(level))
+            prob, reg = prob[0], reg[0]
             ys, xs = np.nonzero(prob >= self.thresholds[0])
             if not len(ys):
                 continue
@@ -291,7 +263,6 @@ class MTCNN:
         rows = np.concatenate(found)
         return rows[nms(rows[:, :4], rows[:, 4], 0.7)]
 
-    @torch.inference_mode()
     def detect(
         self, image: np.ndarray, min_face_size: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -306,8 +277,7 @@ class MTCNN:
         # Stage 2: R-Net re-scores and refines every proposal, in one batch; large boxes are read from
         # the halvings (and R-Net's offsets apply to the boxes as read).
         patches, boxes = crops(halves, boxes, 24)
-        score, reg = self.run_rnet(_tensor(patches, self.device))
-        score, reg = score.cpu().numpy(), reg.cpu().numpy()
+        score, reg = self.runners[1](_input(patches))
         keep = score > self.thresholds[1]
         boxes, score, reg = boxes[keep], score[keep], reg[keep]
         if not len(boxes):
@@ -316,7 +286,7 @@ class MTCNN:
         boxes = square(regress(boxes[keep], reg[keep]))
         # Stage 3: O-Net gives the final score, box and five points (relative to the boxes as read).
         patches, boxes = crops(halves, boxes, 48)
-        score, reg, pts = (t.cpu().numpy() for t in self.run_onet(_tensor(patches, self.device)))
+        score, reg, pts = self.runners[2](_input(patches))
         keep = score > self.thresholds[2]
         boxes, score, reg, pts = boxes[keep], score[keep], reg[keep], pts[keep]
         if not len(boxes):

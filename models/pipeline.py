@@ -7,9 +7,9 @@ What is measured is what is served: the service (``app.main``), the LFW evaluati
 (``app.config.Settings`` reads them from here). A tool that measures something else must say so
 by passing a different config, and ``training.evaluate --update-card`` refuses to.
 
-The networks' modules (and PyTorch with them) are imported by the builders, not with this module:
-the service imports its settings from here, and starts reading its saved index before PyTorch
-loads (``app.main.build_service``).
+The networks' PyTorch modules (and PyTorch with them) are loaded only where they run or are
+exported: a service on ONNX Runtime whose exported networks are cached never imports PyTorch
+(``models.runtime``), and the service imports its settings from here without it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from models import DEFAULT_LANDMARK_WEIGHTS, DEFAULT_WEIGHTS, runtime
 from models.landmarks import five_from_68
-from models.runtime import Runtime
+from models.runtime import Export, Runtime
 from models.timing import Timings
 from models.types import Detection, Face
 
@@ -146,9 +146,8 @@ def build_pipeline(
     config: PipelineConfig | None = None, device: torch.device | str = "cpu", cache_dir: Path | None = None
 ) -> FacePipeline:
     """The pipeline ``config`` describes (the service's defaults when omitted), loaded on ``device``;
-    with ONNX Runtime, the exported networks are kept in ``cache_dir`` when one is given."""
-    import torch
-
+    with ONNX Runtime, the exported networks are kept in ``cache_dir`` when one is given (and when
+    all of them are there, PyTorch is not imported at all)."""
     from models.aligner import FivePointAligner
     from models.embedder import Embedder
     from models.landmarker import Landmarker
@@ -156,43 +155,32 @@ def build_pipeline(
     config = config or PipelineConfig()
     if config.aligner not in ("mtcnn5", "landmarks68"):
         raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
-    device = torch.device(device)
-    landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
-    pipeline = FacePipeline(
-        build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
-    )
+    device = str(device)
     on_ort = runtime.resolve(config.runtime, device) == "onnxruntime"
     if config.embedder_int8 and not on_ort:
         raise ValueError(
             f"the int8 embedder runs on ONNX Runtime on a CPU; runtime {config.runtime!r} on {device} "
             "would ignore it: turn FACEREC_EMBEDDER_INT8 off or use the CPU runtime"
         )
+    landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
+    pipeline = FacePipeline(
+        build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
+    )
+    networks = [pipeline.detector.mtcnn, pipeline.embedder] + ([landmarker] if landmarker is not None else [])
     if on_ort:
         pipeline.runtime = "onnxruntime"
         pipeline.detector.mtcnn.use_onnxruntime(cache_dir)
         pipeline.embedder.use_onnxruntime(cache_dir, int8=config.embedder_int8)
         if landmarker is not None:
             landmarker.use_onnxruntime(cache_dir)
-        # What PyTorch still does is tensor conversion, which needs no thread pool; with one, its
-        # threads spin-wait after each small op and take the cores from ONNX Runtime's (R-Net on
-        # 45 proposals: 2.4 ms alone, 8.5 ms inside the cascade).
-        torch.set_num_threads(1)
+    else:
+        for network in networks:  # loaded now, not at the first photo
+            network.use_torch()
     return pipeline
 
 
-def onnx_exports(config: PipelineConfig) -> dict[str, tuple[torch.nn.Module, torch.Tensor, dict[int, str]]]:
-    """Each network of the pipeline with the example input and dynamic axes it is exported with."""
-    import torch
-
+def onnx_exports(config: PipelineConfig) -> list[Export]:
+    """How each network of the pipeline is exported for ONNX Runtime (``models.runtime``)."""
     pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch", "embedder_int8": False}))
-    mtcnn, size = pipeline.detector.mtcnn, pipeline.embedder.card.input_size
-    exports = {
-        "pnet": (mtcnn.pnet, torch.zeros(1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}),
-        "rnet": (mtcnn.rnet, torch.zeros(4, 3, 24, 24), {0: "n"}),
-        "onet": (mtcnn.onet, torch.zeros(2, 3, 48, 48), {0: "n"}),
-        "embedder": (pipeline.embedder.model, torch.zeros(2, 3, size, size), {0: "n"}),
-    }
-    if pipeline.landmarker is not None:
-        lsize = pipeline.landmarker.card.input_size
-        exports["landmarks"] = (pipeline.landmarker.model, torch.zeros(1, 3, lsize, lsize), {0: "n"})
-    return exports
+    exports = [*pipeline.detector.mtcnn.exports(), pipeline.embedder.export()]
+    return exports + ([pipeline.landmarker.export()] if pipeline.landmarker is not None else [])

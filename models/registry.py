@@ -1,6 +1,6 @@
 """A small registry: architectures are created by name, never through if/elif chains.
 
-Our own architectures (``models.backbones``, ``models.landmarker``) register themselves when their
+Our own architectures (``models.backbones``, ``models.landmark_nets``) register themselves when their
 module is imported, which :func:`list_models` and :func:`create_model` do first: importing ``models``
 alone does not import PyTorch (the service imports it while it reads its saved index, ``app.main``).
 """
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-BUILT_IN = ("models.backbones", "models.landmarker")  # the modules that register our architectures
+BUILT_IN = ("models.backbones", "models.landmark_nets")  # the modules that register our architectures
 
 
 def _import_built_in() -> None:

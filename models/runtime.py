@@ -6,12 +6,17 @@ overhead dominates them: P-Net on a 49x37 pyramid level 0.22 -> 0.10 ms, R-Net o
 4.8 -> 2.5 ms, O-Net 1.7 -> 0.5 ms) and the embedder 11% faster for one face (a batch of 2 with its
 mirror image: 10.9 -> 9.7 ms). On a GPU PyTorch stays (``auto``).
 
+Both runtimes are called the same way: a float32 numpy batch in, numpy arrays out (:class:`TorchNet`,
+:class:`OrtNet`), and the code around the networks works in numpy. So a service on ONNX Runtime whose
+exported networks are cached never imports PyTorch: that import was 1.7-2.7 s of every start here.
+
 Export. Each network is exported to ONNX from its loaded PyTorch module (``torch.export``, opset 18;
 batch and, for P-Net, height and width dynamic; as fast under ONNX Runtime as the legacy
 TorchScript exporter's graphs, measured: P-Net 2.27 vs 2.30 ms, the embedder 9.86 vs 10.03 ms) and the outputs are tested equal to PyTorch's within 1e-4
 (``tests/test_runtime.py``). The service keeps the exported files in a cache folder, keyed by a hash
-of the weights and the exporter's versions, so a restart does not export again (~10 s on this
-CPU the first time, 0.2 s to read back);
+of the weight files, the networks' code and the exporter's versions (read from the installed
+packages' metadata, not by importing them), so a restart neither exports again (~10 s on this CPU
+the first time) nor imports PyTorch to learn that it need not;
 ``python -m models.runtime --out DIR`` writes them for users of other runtimes.
 """
 
@@ -20,11 +25,14 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -38,16 +46,20 @@ log = logging.getLogger(__name__)
 
 Runtime = Literal["auto", "torch", "onnxruntime"]
 OPSET = 18  # the torch.export-based exporter's lowest
+#: The modules that define our networks: an exported file is keyed by their code too, so a change
+#: to a network is exported again even when its weights are not.
+NETWORK_MODULES = ("models.backbones", "models.landmark_nets", "models.mtcnn_nets")
 _calling = threading.local()  # per calling thread: .single (run the one-thread sessions)
 
 
 @functools.cache
 def default_threads() -> int:
-    """Threads per ONNX Runtime session: PyTorch's count the first time this is asked (building a
-    pipeline on ONNX Runtime then sets PyTorch's own to one, so a second build must not read it from there)."""
-    import torch
-
-    return torch.get_num_threads()
+    """Threads per ONNX Runtime session: ``OMP_NUM_THREADS`` when set (PyTorch's rule too), else the
+    CPUs this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager
@@ -70,15 +82,45 @@ def running_single_threaded() -> bool:
     return getattr(_calling, "single", False)
 
 
-def resolve(runtime: Runtime, device: torch.device) -> str:
+def device_kind(device: str | torch.device) -> str:
+    """``"cpu"``, ``"cuda"``, ... of a device given as a name (``"cuda:1"``) or a ``torch.device``."""
+    return str(device).split(":")[0]
+
+
+def resolve(runtime: Runtime, device: str | torch.device) -> str:
     """``auto``: ONNX Runtime on a CPU, PyTorch on a GPU."""
+    kind = device_kind(device)
     if runtime == "auto":
-        return "torch" if device.type == "cuda" else "onnxruntime"
-    if runtime == "onnxruntime" and device.type != "cpu":
+        return "onnxruntime" if kind == "cpu" else "torch"
+    if runtime == "onnxruntime" and kind != "cpu":
         raise ValueError(f"runtime onnxruntime runs on the CPU here; the device is {device} (use auto or torch)")
     if runtime not in ("torch", "onnxruntime"):
         raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
     return runtime
+
+
+class TorchNet:
+    """A PyTorch module called like an :class:`OrtNet`: a float32 numpy batch in, float32 numpy arrays
+    out (one, or a tuple as the module returns them), run in inference mode on ``device``.
+
+    ``channels_last`` feeds the batch in that memory layout (the embedder's, faster on a CPU);
+    ``bf16`` runs under bfloat16 autocast (outputs still float32)."""
+
+    def __init__(self, module: nn.Module, device: str = "cpu", channels_last: bool = False, bf16: bool = False) -> None:
+        self.module, self.device, self.channels_last, self.bf16 = module, device, channels_last, bf16
+
+    def __call__(self, x: np.ndarray):
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_kind(self.device), dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.module(batch)
+            if isinstance(out, tuple):
+                return tuple(o.float().cpu().numpy() for o in out)
+            return out.float().cpu().numpy()
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> bytes:
@@ -95,22 +137,31 @@ def export_onnx(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) 
     return program.model_proto.SerializeToString()
 
 
-def _key(net: nn.Module, example: torch.Tensor, dynamic: dict[int, str]) -> str:
-    import onnxruntime
-    import torch
+def _module_file(name: str) -> Path:
+    spec = importlib.util.find_spec(name)  # finds the file without running the module (nor PyTorch)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"network module {name} not found")
+    return Path(spec.origin)
 
+
+def cache_key(shape: tuple[int, ...], dynamic: dict[int, str], sources: list[Path | bytes]) -> str:
+    """What an exported network is cached under: the exporter's and the runtime's versions, the example
+    shape and dynamic axes, the networks' code (:data:`NETWORK_MODULES`) and ``sources``, what the
+    module is built from (its weight files, given as paths, and its settings, given as bytes).
+    Nothing here imports PyTorch."""
     h = hashlib.sha256(
-        f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{tuple(example.shape)}|{dynamic}".encode()
+        f"{metadata.version('torch')}|{metadata.version('onnxruntime')}|{OPSET}|{tuple(shape)}|{dynamic}".encode()
     )
-    for name, value in net.state_dict().items():
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for source in [*(_module_file(m) for m in NETWORK_MODULES), *sources]:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        h.update(f"{len(data)}|".encode())
+        h.update(data)
     return h.hexdigest()[:16]
 
 
 class OrtNet:
-    """An ONNX Runtime session called like the module it was exported from: a CPU tensor in, a tensor
-    (or a tuple of them) out.
+    """An ONNX Runtime session called like :class:`TorchNet`: a float32 numpy batch in, an array (or a
+    tuple of them) out.
 
     It holds a session on ``threads`` threads and, when that is more than one, a second on one thread,
     which calls made inside :func:`single_threaded` run (the same graph: equal outputs, tested). The
@@ -149,36 +200,73 @@ class OrtNet:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, x: torch.Tensor):
+    def __call__(self, x: np.ndarray):
+        session = self.single if running_single_threaded() else self.session
+        out = session.run(None, {"x": np.ascontiguousarray(x, np.float32)})
+        return out[0] if self.outputs == 1 else tuple(out)
+
+
+@dataclass(frozen=True)
+class Export:
+    """How one network is exported: its cache name, a function that builds its PyTorch module (called
+    only when it is exported), the example input's shape, the dynamic axes (index -> name) and what
+    the module is built from (:func:`cache_key`)."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    shape: tuple[int, ...]
+    dynamic: dict[int, str]
+    sources: list[Path | bytes]
+
+    def onnx(self) -> bytes:
+        """The network as an ONNX model (builds the module and imports PyTorch)."""
         import torch
 
-        session = self.single if running_single_threaded() else self.session
-        out = session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})
-        tensors = tuple(torch.from_numpy(o) for o in out)
-        return tensors[0] if self.outputs == 1 else tensors
+        return export_onnx(self.build(), torch.zeros(self.shape), self.dynamic)
 
 
-def onnx_net(
-    net: nn.Module,
-    example: torch.Tensor,
-    dynamic: dict[int, str],
-    cache_dir: Path | None,
-    name: str,
-    threads: int | None = None,
-) -> OrtNet:
-    """``net`` on ONNX Runtime: read from ``cache_dir`` when exported before, else exported (and
-    written there atomically when a cache folder is given)."""
+class OneNetwork:
+    """What a holder of one network (the embedder, the landmarker) shares: :attr:`runner` runs it with
+    PyTorch (the subclass's ``model``, loaded at first use, on its ``device``) until
+    :meth:`use_onnxruntime` puts it on ONNX Runtime from the subclass's ``export()``."""
+
+    _runner = None
+
+    def torch_net(self) -> TorchNet:
+        """The PyTorch module as a runner (a subclass with layout or precision options overrides this)."""
+        return TorchNet(self.model, self.device)
+
+    @property
+    def runner(self):
+        """What the holder calls: a normalised float32 batch in, the network's outputs out."""
+        if self._runner is None:
+            self.use_torch()
+        return self._runner
+
+    def use_torch(self) -> None:
+        """Run the network with PyTorch on the holder's device."""
+        self._runner = self.torch_net()
+
+    def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
+        """Run the network on ONNX Runtime, read from ``cache_dir`` or exported (:func:`onnx_net`)."""
+        self._runner = onnx_net(self.export(), cache_dir, threads)
+
+
+def onnx_net(export: Export, cache_dir: Path | None, threads: int | None = None) -> OrtNet:
+    """The network on ONNX Runtime: read from ``cache_dir`` when exported before (its module is then
+    never built, and PyTorch never imported), else exported (and written there atomically when a
+    cache folder is given)."""
     if cache_dir is None:
-        return OrtNet(export_onnx(net, example, dynamic), threads)
-    path = Path(cache_dir) / f"{name}-{_key(net, example, dynamic)}.onnx"
+        return OrtNet(export.onnx(), threads)
+    path = Path(cache_dir) / f"{export.name}-{cache_key(export.shape, export.dynamic, export.sources)}.onnx"
     if path.exists():
         return OrtNet(path.read_bytes(), threads)
-    model = export_onnx(net, example, dynamic)
+    model = export.onnx()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(model)
     tmp.replace(path)
-    log.info("exported %s to %s", name, path)
+    log.info("exported %s to %s", export.name, path)
     return OrtNet(model, threads)
 
 
@@ -191,10 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=PipelineConfig().weights, help="the embedder")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, (net, example, dynamic) in onnx_exports(PipelineConfig(weights=args.weights)).items():
-        path = args.out / f"{name}.onnx"
-        path.write_bytes(export_onnx(net, example, dynamic))
-        print(f"{path}: input x {tuple(example.shape)}, dynamic axes {dynamic}")
+    for export in onnx_exports(PipelineConfig(weights=args.weights)):
+        path = args.out / f"{export.name}.onnx"
+        path.write_bytes(export.onnx())
+        print(f"{path}: input x {export.shape}, dynamic axes {export.dynamic}")
 
 
 if __name__ == "__main__":

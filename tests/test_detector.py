@@ -32,6 +32,17 @@ def test_nets_equal_the_reference_nets_with_the_same_weights(cascade):
         assert torch.allclose(prob, ref_prob[:, 1], atol=1e-5) and torch.allclose(pts, ref_pts, atol=1e-5)
 
 
+def test_the_cascade_scales_every_pixel_value_as_its_nets_were_trained():
+    """(x - 127.5) / 128 in float32, computed in numpy as PyTorch computed it before (bit for bit)."""
+    from models.mtcnn import _input
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    got = _input(pixels)
+    expected = torch.from_numpy(pixels)[None].permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125).numpy()
+    assert got.shape == (1, 3, 16, 16) and got.flags.c_contiguous
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def test_nms_and_square_known_values():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 6, 6]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.95], np.float32)

@@ -62,12 +62,25 @@ def test_flip_tta_in_one_batch_equals_two_forward_passes():
     embedder = Embedder(DEFAULT_WEIGHTS)
     assert embedder.card.flip_tta
     crops = [np.random.default_rng(i).integers(0, 255, (112, 112, 3), dtype=np.uint8) for i in range(3)]
-    x = embedder.preprocess(crops)
+    x = torch.from_numpy(embedder.preprocess(crops)).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         separate = embedder.model(x).float() + embedder.model(torch.flip(x, dims=[3])).float()
     expected = torch.nn.functional.normalize(separate, dim=1).numpy()
     assert np.allclose(embedder.embed(crops), expected, atol=1e-5)
     assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_serving_and_training_normalise_every_pixel_value_to_the_same_bits():
+    """Serving normalises numpy arrays, training PyTorch tensors: one function, two branches, which
+    must agree exactly (a last-bit difference would be a different input from the one trained on)."""
+    from models.inputs import hwc_batch, normalise
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    served = hwc_batch(pixels)
+    trained = normalise(torch.from_numpy(pixels).permute(0, 3, 1, 2)).numpy()
+    assert served.dtype == np.float32 and served.flags.c_contiguous and served.shape == (1, 3, 16, 16)
+    assert np.array_equal(served.view(np.uint32), trained.view(np.uint32))
+    assert served.min() == -1.0 and served.max() == 1.0
 
 
 def test_bf16_embeddings_of_real_faces_stay_close_to_fp32(data):

@@ -15,7 +15,7 @@ from PIL import Image
 from models import runtime
 from models.embedder import Embedder
 from models.pipeline import PipelineConfig, build_pipeline, onnx_exports
-from models.runtime import OrtNet, export_onnx
+from models.runtime import OrtNet
 
 TOLERANCE = 1e-4
 
@@ -36,32 +36,43 @@ def pipelines(tmp_path_factory):
 
 
 def test_auto_is_onnxruntime_on_a_cpu_and_torch_on_a_gpu():
-    assert runtime.resolve("auto", torch.device("cpu")) == "onnxruntime"
-    assert runtime.resolve("auto", torch.device("cuda")) == "torch"
+    assert runtime.resolve("auto", "cpu") == runtime.resolve("auto", torch.device("cpu")) == "onnxruntime"
+    assert runtime.resolve("auto", "cuda:0") == runtime.resolve("auto", torch.device("cuda")) == "torch"
     with pytest.raises(ValueError, match="runs on the CPU"):
-        runtime.resolve("onnxruntime", torch.device("cuda"))
+        runtime.resolve("onnxruntime", "cuda")
 
 
 @pytest.mark.parametrize("aligner", ["mtcnn5", "landmarks68"])
 def test_every_exported_network_gives_the_modules_outputs(aligner: str):
     rng = np.random.default_rng(0)
-    for name, (net, example, dynamic) in onnx_exports(PipelineConfig(aligner=aligner)).items():
-        session = OrtNet(export_onnx(net, example, dynamic))
-        shapes = [example.shape]
-        if 2 in dynamic:  # P-Net: other image sizes than the example's
+    for export in onnx_exports(PipelineConfig(aligner=aligner)):
+        net, session = export.build(), OrtNet(export.onnx())
+        shapes = [export.shape]
+        if 2 in export.dynamic:  # P-Net: other image sizes than the example's
             shapes += [(1, 3, 37, 49), (1, 3, 144, 192)]
-        if 0 in dynamic:
-            shapes.append((5, *example.shape[1:]))
+        if 0 in export.dynamic:
+            shapes.append((5, *export.shape[1:]))
         for shape in shapes:
-            x = torch.from_numpy(rng.uniform(-1, 1, shape).astype(np.float32))
+            x = rng.uniform(-1, 1, shape).astype(np.float32)
             with torch.inference_mode():
-                expected = net(x)
+                expected = net(torch.from_numpy(x))
             got = session(x)
             expected = expected if isinstance(expected, tuple) else (expected,)
             got = got if isinstance(got, tuple) else (got,)
             for e, g in zip(expected, got):
-                assert g.shape == e.shape, (name, shape)
-                assert torch.allclose(g, e.float(), atol=TOLERANCE, rtol=0), (name, shape, (g - e).abs().max())
+                assert isinstance(g, np.ndarray) and g.dtype == np.float32 and g.shape == tuple(e.shape)
+                assert np.abs(g - e.float().numpy()).max() <= TOLERANCE, (export.name, shape)
+
+
+def test_the_cache_key_follows_the_weights_and_the_settings_of_a_network(tmp_path: Path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"\0" * 1000)
+    key = runtime.cache_key((1, 3, 8, 8), {0: "n"}, [weights, b"arch"])
+    assert runtime.cache_key((1, 3, 8, 8), {0: "n"}, [weights, b"arch"]) == key
+    assert runtime.cache_key((1, 3, 8, 8), {0: "n"}, [weights, b"arch2"]) != key
+    assert runtime.cache_key((2, 3, 8, 8), {0: "n"}, [weights, b"arch"]) != key
+    weights.write_bytes(b"\0" * 999 + b"\1")
+    assert runtime.cache_key((1, 3, 8, 8), {0: "n"}, [weights, b"arch"]) != key
 
 
 def test_the_pipeline_finds_the_same_faces_and_vectors_on_either_runtime(pipelines, group_photo):
@@ -86,7 +97,7 @@ def test_the_export_command_writes_loadable_models(tmp_path: Path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["embedder.onnx", "onet.onnx", "pnet.onnx", "rnet.onnx"]
     session = OrtNet((tmp_path / "embedder.onnx").read_bytes())
-    assert session(torch.zeros(1, 3, 80, 80)).shape == (1, 512)
+    assert session(np.zeros((1, 3, 80, 80), np.float32)).shape == (1, 512)
 
 
 def test_the_int8_embedder_gives_nearly_the_fp32_vectors_under_a_version_of_its_own(pipelines, group_photo):
@@ -172,14 +183,15 @@ def test_a_photo_sharing_the_cores_runs_one_thread_sessions_with_the_same_answer
 
 
 def test_a_two_thread_network_holds_a_one_thread_session_that_answers_the_same():
-    net, example, dynamic = onnx_exports(PipelineConfig())["embedder"]
-    session = OrtNet(export_onnx(net, example, dynamic), threads=2)
+    (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "embedder"]
+    model = export.onnx()
+    session = OrtNet(model, threads=2)
     assert session.single is not session.session
     assert session.session.get_session_options().intra_op_num_threads == 2
-    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (2, *example.shape[1:])).astype(np.float32))
+    x = np.random.default_rng(1).uniform(-1, 1, (2, *export.shape[1:])).astype(np.float32)
     wide = session(x)
     with runtime.single_threaded():
         narrow = session(x)
-    assert torch.allclose(wide, narrow, atol=TOLERANCE, rtol=0)
-    alone = OrtNet(export_onnx(net, example, dynamic), threads=1)
+    assert np.abs(wide - narrow).max() <= TOLERANCE
+    alone = OrtNet(model, threads=1)
     assert alone.single is alone.session  # a one-thread network needs no second session

@@ -37,7 +37,7 @@ def calibration_batches(files: list[Path], input_size: int, batch: int = 16):
     """The network's input for ``files``, as the embedder normalises it, in batches."""
     for i in range(0, len(files), batch):
         crops = [resize_crop(read_rgb(f), input_size) for f in files[i : i + batch]]
-        yield hwc_batch(crops).contiguous().numpy()
+        yield hwc_batch(crops)
 
 
 def quantize(weights: Path, data: Path, crops: int, seed: int) -> Path:

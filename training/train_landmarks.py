@@ -106,7 +106,8 @@ def lr_at(step: int, cfg: LandmarkConfig) -> float:
 
 
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
-    return hwc_batch(crops)
+    """The crops as the network's input batch, normalised as the service's landmarker does."""
+    return torch.from_numpy(hwc_batch(crops))
 
 
 def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
