@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     onnx_cache_dir: Path | None = Field(
         None,
         description="where the networks exported for ONNX Runtime are kept (default: state_dir/onnx); "
-        "exporting takes ~10 s, reading them back 0.2 s",
+        "exporting takes ~10 s and PyTorch, reading them back 0.2 s without it",
     )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         _PIPELINE.runtime,

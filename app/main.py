@@ -10,7 +10,6 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -30,9 +29,6 @@ from app.services.replication import SnapshotSlot
 from app.telemetry import RequestMetrics, Telemetry
 from models.pipeline import build_pipeline
 
-if TYPE_CHECKING:
-    import torch
-
 log = logging.getLogger("app")
 UI_DIR = Path(__file__).resolve().parent / "ui"
 CONSOLE_POLICY = (
@@ -41,14 +37,22 @@ CONSOLE_POLICY = (
 )
 
 
-def pick_device(setting: str) -> torch.device:
-    import torch  # here, not at the top: see build_service
+#: Device files a GPU driver makes (NVIDIA; NVIDIA under WSL; AMD's ROCm, which PyTorch serves as cuda).
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def pick_device(setting: str) -> str:
+    """The device the networks run on: ``cpu``, ``cuda``, or for ``auto`` a GPU when PyTorch sees one.
+
+    Where no GPU driver's device file exists, ``auto`` is the CPU without asking PyTorch: importing it
+    took 1.7-2.7 s of each start here, and a CPU service on cached ONNX networks needs it for nothing."""
+    if setting == "cpu" or (setting == "auto" and not any(Path(f).exists() for f in GPU_DEVICE_FILES)):
+        return "cpu"
+    import torch
 
     if setting == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("FACEREC_DEVICE=cuda but no CUDA device is available; use auto or cpu")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 INSECURE_BANNER = (
@@ -76,10 +80,10 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
     """Everything the service needs, loaded once: the key store first (it fails fast), then the models.
 
     The saved index is read from the start, alongside the rest: FAISS reads it with the GIL
-    released, so the database check and the models load meanwhile, and so does PyTorch, which is
-    imported here rather than with the app (``tests/test_service_rules.py`` keeps it so).
-    With 1M faces (a 1.3 GB file) the read alone took 1.1 s and the rest 0.45 s after ~1.8 s of
-    importing PyTorch (``bench/cold_start.py``; README, "Performance").
+    released, so the database check and the models load meanwhile. On a CPU whose exported networks
+    are cached (``settings.onnx_cache_dir``), PyTorch is not imported at all (``models.runtime``;
+    ``tests/test_service_rules.py`` keeps it so); with 1M faces (a 1.3 GB file) the read alone took
+    1.1 s (``bench/cold_start.py``; README, "Performance").
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     slot = SnapshotSlot(settings.state_dir)
@@ -93,7 +97,7 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
         # numpy's OpenBLAS threads spin-wait after every call and take the cores from the networks that
         # run next (bench/pipeline_speed.py with cohort scoring: group photo 124 -> 103 ms, 4 clients
         # 31 -> 42 req/s once limited). The service's numpy products are small; one BLAS thread is
-        # enough, and torch keeps its own pool.
+        # enough; the networks' runtimes keep their own pools.
         threadpool_limits(1, user_api="blas")
         # Networks exported for ONNX Runtime are kept beside the index, so a restart does not export again.
         pipeline = build_pipeline(

@@ -5,6 +5,7 @@ a race, migrations that build exactly the ORM's schema, and what a search's face
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -148,11 +149,43 @@ def test_search_ids_resolve_to_identity_name_and_vector_and_deleted_faces_drop_o
 
 
 def test_importing_the_service_leaves_pytorch_and_alembic_to_start_up():
-    """They take most of a start's imports (~2 s); imported inside ``build_service`` instead, they load
-    while the saved index is read (app.main), so nothing imported with the app may pull them in."""
+    """They take most of a start's imports (~2 s): ``build_service`` imports them only when it needs them
+    (to export a network or run it with PyTorch; to migrate an old database), while the saved index is
+    read (app.main), so nothing imported with the app may pull them in."""
     code = "import sys, app.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'alembic'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_cpu_service_on_cached_networks_starts_without_pytorch(tmp_path: Path):
+    """PyTorch exports the networks for ONNX Runtime the first time; once they are cached, a start on
+    a CPU (``auto`` with no GPU driver here, or ``cpu``) neither imports it nor builds a module."""
+    code = (
+        "import sys; from app.config import Settings; from app.main import build_service; "
+        "service, _ = build_service(Settings()); service.close(); print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "FACEREC_STATE_DIR": str(tmp_path), "FACEREC_INSECURE_DEV_MODE": "1", "FACEREC_DEVICE": "cpu"}
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+        for _ in range(2)  # the first may export (the test cache may be cold), the second finds them
+    ]
+    assert runs[1].stdout.strip() == "False", runs[1].stdout + runs[1].stderr[-2000:]
+
+
+def test_auto_picks_the_cpu_without_pytorch_where_no_gpu_driver_is_installed(tmp_path: Path):
+    driver = tmp_path / "nvidiactl"
+    code = (
+        "import sys, app.main as m; m.GPU_DEVICE_FILES = (sys.argv[1],); "
+        "print(m.pick_device('auto'), m.pick_device('cpu'), 'torch' in sys.modules)"
+    )
+    absent = subprocess.run([sys.executable, "-c", code, str(driver)], capture_output=True, text=True, cwd=ROOT)
+    assert absent.stdout.split() == ["cpu", "cpu", "False"], absent.stderr[-2000:]
+    driver.touch()  # a driver's file: PyTorch is asked whether it sees a GPU
+    present = subprocess.run([sys.executable, "-c", code, str(driver)], capture_output=True, text=True, cwd=ROOT)
+    import torch
+
+    gpu = "cuda" if torch.cuda.is_available() else "cpu"
+    assert present.stdout.split() == [gpu, "cpu", "True"], present.stderr[-2000:]
 
 
 def test_schema_head_names_the_newest_migration():
