@@ -14,6 +14,9 @@
 #
 #   nohup bash training/learning_curve.sh > runs/learning_curve.out 2>&1 &    # resumable: re-run it
 #
+# RUNS moves the run folders (default runs/learning_curve); a machine whose checkout is fresh each
+# session but keeps ~/.cache resumes from RUNS=~/.cache/facerec/runs/learning_curve.
+#
 # Two cores, measured: ~1.2-1.5 s a step when nothing else runs (a second job on the cores makes it
 # 2-3x slower), so 500 people took 20 min, 1,000 people 35 min, 2,500 people ~75 min; 5,000 people
 # need ~2.5 h. Each LFW measurement takes ~4 min (figures in reports/celeba.md).
@@ -25,7 +28,7 @@ ALL=8153
 for N in ${SIZES:-500 1000 2500 5000}; do
   STEPS=$((12000 * N / ALL))
   WARMUP=$((300 * N / ALL)); [ "$WARMUP" -lt 50 ] && WARMUP=50
-  OUT=runs/learning_curve/n$N
+  OUT=${RUNS:-runs/learning_curve}/n$N
   RUN=$OUT/arcface_iresnet18_half_80_celeba
   SETS=(--set "identity_fraction=$(python3 -c "print(round($N / $ALL, 4))")" --set "steps=$STEPS"
         --set "warmup_steps=$WARMUP" --set "eval_every=$STEPS" --set "out_dir=$OUT" --set "threads=${THREADS:-2}")
