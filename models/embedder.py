@@ -157,7 +157,6 @@ class Embedder(OneNetwork):
 
     def export(self) -> Export:
         """How the network is exported for ONNX Runtime (a batch of any size)."""
-
         size = self.card.input_size
         # The card's fields that build the network (not its metrics, which change without it).
         build = {k: self.card.raw.get(k) for k in ("architecture", "arch_kwargs", "input_size", "embedding_dim")}

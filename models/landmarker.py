@@ -86,7 +86,6 @@ class Landmarker(OneNetwork):
 
     def export(self) -> Export:
         """How the network is exported for ONNX Runtime (a batch of any size)."""
-
         size = self.card.input_size
         build = f"{self.card.architecture}|{size}".encode()  # what create_model is given
         return Export("landmarks", lambda: self.model, (1, 3, size, size), {0: "n"}, [self.weights, build])

@@ -156,7 +156,7 @@ def _crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 def _input(pixels: np.ndarray) -> np.ndarray:
     """uint8 (n, h, w, 3) or (h, w, 3) -> float32 (n, 3, h, w) scaled as the nets were trained."""
     x = pixels[None] if pixels.ndim == 3 else pixels
-    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32)
+    x = x.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # one copy: converted and laid out
     x -= np.float32(127.5)
     x *= np.float32(0.0078125)
     return x
@@ -216,7 +216,6 @@ class MTCNN:
 
     def exports(self) -> list[Export]:
         """How P-, R- and O-Net are exported for ONNX Runtime (P-Net with any image size)."""
-
         specs = (("pnet", (1, 3, 64, 64), {0: "n", 2: "h", 3: "w"}), ("rnet", (4, 3, 24, 24), {0: "n"}),
                  ("onet", (2, 3, 48, 48), {0: "n"}))  # fmt: skip
         return [
