@@ -116,7 +116,10 @@ class TorchNet:
             batch = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
             if self.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_kind(self.device), dtype=torch.bfloat16, enabled=self.bf16):
+            if self.bf16:
+                with torch.autocast(device_kind(self.device), dtype=torch.bfloat16):
+                    out = self.module(batch)
+            else:  # no autocast context at all: P-Net is called once per pyramid level
                 out = self.module(batch)
             if isinstance(out, tuple):
                 return tuple(o.float().cpu().numpy() for o in out)
