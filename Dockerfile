@@ -18,8 +18,12 @@ COPY models ./models
 COPY training ./training
 COPY migrations ./migrations
 COPY README.md ./
-RUN pip install --no-deps -e . && useradd --system --home /srv/facerec facerec \
- && mkdir -p /var/lib/facerec && chown facerec /var/lib/facerec
+# The networks exported for ONNX Runtime are made here, once, for the embedded defaults: the container's
+# first start reads them (no ~10 s export, no PyTorch import); other settings export what they lack there.
+ENV FACEREC_ONNX_CACHE_DIR=/srv/facerec/onnx
+RUN pip install --no-deps -e . && python -m models.runtime --cache /srv/facerec/onnx \
+ && useradd --system --home /srv/facerec facerec \
+ && mkdir -p /var/lib/facerec && chown facerec /var/lib/facerec /srv/facerec/onnx
 USER facerec
 
 EXPOSE 8000

@@ -17,7 +17,8 @@ TorchScript exporter's graphs, measured: P-Net 2.27 vs 2.30 ms, the embedder 9.8
 of the weight files, the networks' code and the exporter's versions (read from the installed
 packages' metadata, not by importing them), so a restart neither exports again (~10 s on this CPU
 the first time) nor imports PyTorch to learn that it need not;
-``python -m models.runtime --out DIR`` writes them for users of other runtimes.
+``python -m models.runtime --out DIR`` writes them for users of other runtimes, and ``--cache DIR`` fills
+a service's cache ahead of its first start (the Docker image is built with one).
 """
 
 from __future__ import annotations
@@ -274,13 +275,25 @@ def onnx_net(export: Export, cache_dir: Path | None, threads: int | None = None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the service's networks as ONNX files (what the service runs with ONNX Runtime)."""
-    from models.pipeline import PipelineConfig, onnx_exports
+    """Write the service's networks as ONNX files (what the service runs with ONNX Runtime): plain
+    files for other runtimes (``--out``), or the service's own cache (``--cache``)."""
+    from models.pipeline import PipelineConfig, build_pipeline, onnx_exports
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="folder for the .onnx files")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="folder for the .onnx files, one per network")
+    where.add_argument(
+        "--cache",
+        type=Path,
+        help="fill this cache folder (FACEREC_ONNX_CACHE_DIR) with what a service on the embedded defaults "
+        "reads at start, so even its first start neither exports nor imports PyTorch (the Docker image does)",
+    )
     parser.add_argument("--weights", type=Path, default=PipelineConfig().weights, help="the embedder")
     args = parser.parse_args(argv)
+    if args.cache is not None:
+        build_pipeline(PipelineConfig(weights=args.weights, runtime="onnxruntime"), cache_dir=args.cache)
+        print(f"{args.cache}: {', '.join(sorted(p.name for p in args.cache.glob('*.onnx')))}")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     for export in onnx_exports(PipelineConfig(weights=args.weights)):
         path = args.out / f"{export.name}.onnx"

@@ -157,19 +157,39 @@ def test_importing_the_service_leaves_pytorch_and_alembic_to_start_up():
     assert out.stdout.strip() == "[]", out.stdout
 
 
+#: Builds the service in a fresh interpreter and says whether PyTorch was imported.
+START_AND_SAY_IF_TORCH = (
+    "import sys; from app.config import Settings; from app.main import build_service; "
+    "service, _ = build_service(Settings()); service.close(); print('torch' in sys.modules)"
+)
+
+
+def start_on_cpu(state: Path, **env: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "FACEREC_STATE_DIR": str(state),
+        "FACEREC_INSECURE_DEV_MODE": "1",
+        "FACEREC_DEVICE": "cpu",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", START_AND_SAY_IF_TORCH], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    )
+
+
 def test_a_cpu_service_on_cached_networks_starts_without_pytorch(tmp_path: Path):
     """PyTorch exports the networks for ONNX Runtime the first time; once they are cached, a start on
     a CPU (``auto`` with no GPU driver here, or ``cpu``) neither imports it nor builds a module."""
-    code = (
-        "import sys; from app.config import Settings; from app.main import build_service; "
-        "service, _ = build_service(Settings()); service.close(); print('torch' in sys.modules)"
-    )
-    env = {**os.environ, "FACEREC_STATE_DIR": str(tmp_path), "FACEREC_INSECURE_DEV_MODE": "1", "FACEREC_DEVICE": "cpu"}
-    runs = [
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-        for _ in range(2)  # the first may export (the test cache may be cold), the second finds them
-    ]
+    runs = [start_on_cpu(tmp_path) for _ in range(2)]  # the first may export (the test cache may be cold)
     assert runs[1].stdout.strip() == "False", runs[1].stdout + runs[1].stderr[-2000:]
+
+
+def test_a_cache_filled_by_the_export_command_spares_even_the_first_start_pytorch(tmp_path: Path):
+    from models import runtime
+
+    runtime.main(["--cache", str(tmp_path / "onnx")])  # as the Docker image is built
+    first = start_on_cpu(tmp_path / "state", FACEREC_ONNX_CACHE_DIR=str(tmp_path / "onnx"))
+    assert first.stdout.strip() == "False", first.stdout + first.stderr[-2000:]
 
 
 def test_auto_picks_the_cpu_without_pytorch_where_no_gpu_driver_is_installed(tmp_path: Path):
