@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         lt=1.0,
         description="ratio between the detector's pyramid levels; smaller searches fewer levels",
     )
+    detector_pnet_threshold: float = Field(
+        _PIPELINE.detector_pnet_threshold,
+        gt=0.0,
+        lt=1.0,
+        description="score the detector's first stage needs to pass a window on; higher is faster, "
+        "and past some point misses hard faces",
+    )
     enroll_min_face: int = Field(
         80,
         ge=12,
@@ -159,6 +166,7 @@ class Settings(BaseSettings):
             detector_min_score=self.detector_min_score,
             detector_min_face=self.detector_min_face,
             detector_pyramid_factor=self.detector_pyramid_factor,
+            detector_pnet_threshold=self.detector_pnet_threshold,
             aligner=self.aligner,
             landmark_weights=self.landmark_weights,
             runtime=self.runtime,

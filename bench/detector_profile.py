@@ -1,4 +1,5 @@
-"""Where the detector's time goes, and what a coarser pyramid would cost in faces found.
+"""Where the detector's time goes, and what a coarser pyramid or a stricter first stage would cost in
+faces found.
 
     python bench/detector_profile.py --out bench/results/detector_profile.json
 
@@ -6,13 +7,17 @@
    the benchmark photos of ``bench/pipeline_speed.py``: the median milliseconds of each network call
    (P-Net per pyramid level with its input size, R-Net and O-Net with their batch sizes), and the
    rest of ``detect`` (pyramid resampling, candidate crops, NMS) as the remainder.
-2. **Pyramid factor sweep**: the cascade with each ``--factors`` ratio between pyramid levels (the
-   published 0.709 is the service's), measured by what the detector test measures (the hand-marked
+2. **Pyramid factor sweep**: the cascade with each ``--factors`` ratio between pyramid levels (against
+   MTCNN's published 0.709; the service's is ``FACEREC_DETECTOR_PYRAMID_FACTOR``), measured by what the detector test measures (the hand-marked
    crowd faces found, detections that match no marked face, at the service's settings), by whether
    the same face is found on ``--lfw`` LFW photos (the best face's box IoU with the 0.709 cascade's,
    and photos where it is found by one and not the other), and by speed: each repetition runs every
    factor back to back on the same photo, in an order that alternates, and the figure is the median
-   per-repetition ratio to 0.709 (below 1: faster), as in ``bench/interleaved.py``.
+   per-repetition ratio to 0.709 (below 1: faster), as in ``bench/interleaved.py``; at the
+   published P-Net threshold.
+3. **P-Net threshold sweep**: the same measures for each ``--pnet-thresholds`` score the first stage
+   needs to hand a window on to R-Net (the published 0.6; the service's is
+   ``FACEREC_DETECTOR_PNET_THRESHOLD``), at the service's pyramid factor, against 0.6.
 
 A benchmark, not a test: run it with nothing else on the machine.
 """
@@ -39,12 +44,13 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
 from bench.soak_identify import jpeg_640x480  # noqa: E402
+from models.mtcnn import MTCNN  # noqa: E402
 from models.pipeline import build_pipeline  # noqa: E402
 from training.config import data_root  # noqa: E402
 from training.crowds import box_iou, crowd_recall  # noqa: E402
 
 log = logging.getLogger("bench.detector_profile")
-PUBLISHED = 0.709
+PUBLISHED_FACTOR = 0.709
 
 
 def rgb(path_or_bytes) -> np.ndarray:
@@ -110,16 +116,72 @@ def profile(detector, image: np.ndarray, repeats: int) -> dict:
     }
 
 
+def sweep(detector, args, photos: dict, lfw: list[Path], values: list[float], published: float, apply) -> dict:
+    """One setting of the cascade at each of ``values`` (``apply(value)`` sets it), against its
+    ``published`` value: the hand-marked crowd faces found, the same best face on the ``lfw`` photos,
+    and the detection time on ``photos``, each repetition running every value back to back in an
+    order that alternates (the median per-repetition ratio to ``published``; below 1: faster)."""
+    out: dict[str, dict] = {}
+    for v in values:
+        apply(v)
+        out[str(v)] = {
+            "crowd": crowd_recall(detector, args.data / "photos" / "crowds", rgb),
+            "levels_640x480": len(detector.mtcnn.scales(480, 640)),
+        }
+    best: dict[float, list] = {v: [] for v in values}
+    for path in lfw:
+        image = rgb(path)
+        for v in values:
+            apply(v)
+            faces = detector.detect(image)
+            best[v].append(faces[0].box.tolist() if faces else None)
+    for v in values:
+        pairs = list(zip(best[published], best[v]))
+        both = [box_iou(a, b) for a, b in pairs if a is not None and b is not None]
+        out[str(v)]["lfw"] = {
+            "photos": len(lfw),
+            "no_face": sum(b is None for b in best[v]),
+            "only_one_finds_a_face": sum((a is None) != (b is None) for a, b in pairs),
+            "best_face_iou_median": round(statistics.median(both), 4),
+            "best_face_iou_below_0.9": sum(x < 0.9 for x in both),
+            "best_face_iou_below_0.5": sum(x < 0.5 for x in both),
+        }
+    for key, image in photos.items():
+        times: dict[float, list[float]] = {v: [] for v in values}
+        for r in range(args.repeats):
+            for v in values if r % 2 == 0 else values[::-1]:
+                apply(v)
+                t0 = time.perf_counter()
+                detector.detect(image)
+                times[v].append(1000 * (time.perf_counter() - t0))
+        for v in values:
+            ratios = [t / p for t, p in zip(times[v], times[published])]
+            q1, q2, q3 = statistics.quantiles(ratios, n=4)
+            out[str(v)].setdefault("speed", {})[key] = {
+                "detect_p50_ms": round(statistics.median(times[v]), 2),
+                f"time_ratio_to_{published}": {"median": round(q2, 3), "q1": round(q1, 3), "q3": round(q3, 3)},
+            }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
     parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--factors", type=float, nargs="+", default=[PUBLISHED, 0.65, 0.6, 0.55])
+    parser.add_argument("--factors", type=float, nargs="+", default=[PUBLISHED_FACTOR, 0.65, 0.6, 0.55])
+    parser.add_argument(
+        "--pnet-thresholds", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9], help="P-Net thresholds to sweep"
+    )
     parser.add_argument("--lfw", type=int, default=1000, help="LFW photos for the same-face check (every n-th)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detector_profile.json")
     args = parser.parse_args()
-    if PUBLISHED not in args.factors:
-        parser.error(f"--factors must include the service's {PUBLISHED}: the others are compared with it")
+    if PUBLISHED_FACTOR not in args.factors:
+        parser.error(f"--factors must include the published {PUBLISHED_FACTOR}: the others are compared with it")
+    if MTCNN.PUBLISHED_THRESHOLDS[0] not in args.pnet_thresholds:
+        parser.error(
+            f"--pnet-thresholds must include the published {MTCNN.PUBLISHED_THRESHOLDS[0]}: the others are "
+            "compared with it"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     known = args.data / "photos" / "known_people" / "knn_examples" / "test"
     photos = {
@@ -138,53 +200,25 @@ def main() -> None:
     }
     log.info("profile: %s", json.dumps(result["profile"], indent=1))
 
-    def with_factor(f: float):
-        detector.mtcnn.factor = f
-        return detector
-
-    sweep: dict[str, dict] = {}
-    for f in args.factors:
-        with_factor(f)
-        sweep[str(f)] = {"crowd": crowd_recall(detector, args.data / "photos" / "crowds", rgb)}
-        sweep[str(f)]["levels_640x480"] = len(detector.mtcnn.scales(480, 640))
-    # The same face on LFW photos: the best face of each factor against the published factor's.
     lfw = sorted((args.data / "lfw").rglob("*.jpg"))
     lfw = lfw[:: max(1, len(lfw) // args.lfw)][: args.lfw]
-    best: dict[float, list] = {f: [] for f in args.factors}
-    for path in lfw:
-        image = rgb(path)
-        for f in args.factors:
-            faces = with_factor(f).detect(image)
-            best[f].append(faces[0].box.tolist() if faces else None)
-    for f in args.factors:
-        pairs = list(zip(best[PUBLISHED], best[f]))
-        both = [box_iou(a, b) for a, b in pairs if a is not None and b is not None]
-        sweep[str(f)]["lfw"] = {
-            "photos": len(lfw),
-            "no_face": sum(b is None for b in best[f]),
-            "only_one_finds_a_face": sum((a is None) != (b is None) for a, b in pairs),
-            "best_face_iou_median": round(statistics.median(both), 4),
-            "best_face_iou_below_0.5": sum(v < 0.5 for v in both),
-        }
-    # Speed, interleaved.
-    for key, image in photos.items():
-        times: dict[float, list[float]] = {f: [] for f in args.factors}
-        for r in range(args.repeats):
-            for f in args.factors if r % 2 == 0 else args.factors[::-1]:
-                with_factor(f)
-                t0 = time.perf_counter()
-                detector.detect(image)
-                times[f].append(1000 * (time.perf_counter() - t0))
-        for f in args.factors:
-            ratios = [t / p for t, p in zip(times[f], times[PUBLISHED])]
-            q1, q2, q3 = statistics.quantiles(ratios, n=4)
-            sweep[str(f)].setdefault("speed", {})[key] = {
-                "detect_p50_ms": round(statistics.median(times[f]), 2),
-                "time_ratio_to_0.709": {"median": round(q2, 3), "q1": round(q1, 3), "q3": round(q3, 3)},
-            }
-    with_factor(PUBLISHED)
-    result["factor_sweep"] = sweep
-    log.info("sweep: %s", json.dumps(sweep, indent=1))
+    mtcnn = detector.mtcnn
+
+    def set_factor(f: float) -> None:
+        mtcnn.factor = f
+
+    def set_pnet_threshold(t: float) -> None:
+        mtcnn.thresholds = (t, *MTCNN.PUBLISHED_THRESHOLDS[1:])
+
+    served = (mtcnn.factor, mtcnn.thresholds[0])
+    set_pnet_threshold(MTCNN.PUBLISHED_THRESHOLDS[0])  # the factor sweep at the published thresholds
+    result["factor_sweep"] = sweep(detector, args, photos, lfw, args.factors, PUBLISHED_FACTOR, set_factor)
+    set_factor(served[0])  # the P-Net sweep at the service's factor
+    result["pnet_threshold_sweep"] = sweep(
+        detector, args, photos, lfw, args.pnet_thresholds, MTCNN.PUBLISHED_THRESHOLDS[0], set_pnet_threshold
+    )
+    set_pnet_threshold(served[1])
+    log.info("sweeps: %s", json.dumps({k: result[k] for k in ("factor_sweep", "pnet_threshold_sweep")}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -26,6 +26,8 @@ class MTCNNDetector:
         max_side: in larger photos, faces are searched for at the sizes they would have in the photo
             downscaled to this side, which bounds detection time without changing what is found at
             normal sizes.
+        pnet_threshold: the first stage's score for a window to become a candidate for the next two
+            (the published 0.6); a higher one hands R-Net and O-Net fewer candidates.
     """
 
     def __init__(
@@ -35,8 +37,10 @@ class MTCNNDetector:
         min_face_size: int = 20,
         max_side: int = 1280,
         factor: float = 0.709,
+        pnet_threshold: float = 0.6,
     ) -> None:
-        self.mtcnn = MTCNN(device=device, min_face_size=min_face_size, factor=factor)
+        thresholds = (pnet_threshold, *MTCNN.PUBLISHED_THRESHOLDS[1:])
+        self.mtcnn = MTCNN(device=device, min_face_size=min_face_size, thresholds=thresholds, factor=factor)
         self.min_score = min_score
         self.max_side = max_side
 
@@ -44,7 +48,7 @@ class MTCNNDetector:
     def key(self) -> str:
         """Names the cascade and its settings: caches of detections are keyed by it."""
         m = self.mtcnn
-        return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}"
+        return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}|{m.thresholds[0]}"
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
         """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first.

@@ -172,12 +172,13 @@ class MTCNN:
     """
 
     version = "facerec-mtcnn-2"  # bump when the cascade's output changes (keys detection caches)
+    PUBLISHED_THRESHOLDS = (0.6, 0.7, 0.7)
 
     def __init__(
         self,
         device: torch.device | str = "cpu",
         min_face_size: int = 20,
-        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        thresholds: tuple[float, float, float] = PUBLISHED_THRESHOLDS,
         factor: float = 0.709,
         weights_dir: Path | None = None,
     ) -> None:

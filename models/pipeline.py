@@ -108,6 +108,8 @@ class PipelineConfig:
         detector_min_score: faces the detector scores lower are ignored.
         detector_min_face: the smallest face side (px) the detector looks for (MTCNN's pyramid).
         detector_pyramid_factor: the ratio between MTCNN's pyramid levels (``bench/detector_profile.py``).
+        detector_pnet_threshold: the score MTCNN's first stage needs to hand a window on to the next
+            two (``bench/detector_profile.py``).
         aligner: ``mtcnn5`` (the detector's five points) or ``landmarks68`` (our 68-point network).
         landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
         runtime: where the networks run (``models.runtime``): ``auto`` is ONNX Runtime on a CPU and
@@ -120,6 +122,7 @@ class PipelineConfig:
     detector_min_score: float = 0.9
     detector_min_face: int = 40
     detector_pyramid_factor: float = 0.6
+    detector_pnet_threshold: float = 0.7
     aligner: Literal["mtcnn5", "landmarks68"] = "mtcnn5"
     landmark_weights: Path = DEFAULT_LANDMARK_WEIGHTS
     runtime: Runtime = "auto"
@@ -139,6 +142,7 @@ def build_detector(config: PipelineConfig, device: torch.device | str = "cpu") -
         min_score=config.detector_min_score,
         min_face_size=config.detector_min_face,
         factor=config.detector_pyramid_factor,
+        pnet_threshold=config.detector_pnet_threshold,
     )
 
 

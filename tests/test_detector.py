@@ -91,11 +91,11 @@ def test_large_boxes_are_read_from_halvings_and_the_boxes_returned_are_the_ones_
 
 def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data):
     from app.services.images import decode_image
-    from models.detector import MTCNNDetector
+    from models.pipeline import PipelineConfig, build_detector
     from training.crowds import crowd_recall
 
     crowds = data / "photos" / "crowds"
-    detector = MTCNNDetector(min_face_size=40)  # the service's settings
+    detector = build_detector(PipelineConfig())  # the service's settings
     load = lambda p: decode_image(p.read_bytes(), p.name, max_bytes=10**8, max_pixels=10**8).pixels  # noqa: E731
     recall = crowd_recall(detector, crowds, load)
     found, total, extra = recall["found"], recall["marked"], recall["unmatched_detections"]

@@ -34,6 +34,27 @@ def test_threshold_is_interpolated_in_log_fpr_between_calibrated_points():
     assert not math.isnan(threshold_for_fpr(table, 1e-3))
 
 
+def test_every_pipeline_setting_is_read_from_the_environment_with_the_pipelines_defaults(monkeypatch, tmp_path):
+    """What ``training.evaluate`` measures (``PipelineConfig()``) is what a service with no settings
+    serves, and each of the pipeline's fields has its ``FACEREC_`` variable."""
+    from dataclasses import fields
+
+    from app.config import Settings
+    from models.pipeline import PipelineConfig
+
+    assert Settings(state_dir=tmp_path).pipeline_config == PipelineConfig()
+    for name in [f.name for f in fields(PipelineConfig)]:
+        assert name in Settings.model_fields, f"PipelineConfig.{name} has no FACEREC_{name.upper()}"
+    monkeypatch.setenv("FACEREC_DETECTOR_PNET_THRESHOLD", "0.75")
+    monkeypatch.setenv("FACEREC_DETECTOR_PYRAMID_FACTOR", "0.7")
+    config = Settings(state_dir=tmp_path).pipeline_config
+    assert (config.detector_pnet_threshold, config.detector_pyramid_factor) == (0.75, 0.7)
+    for bad in ("0", "1", "1.5"):
+        monkeypatch.setenv("FACEREC_DETECTOR_PNET_THRESHOLD", bad)
+        with pytest.raises(ValueError, match="detector_pnet_threshold"):
+            Settings(state_dir=tmp_path)
+
+
 def test_faces_beyond_the_cap_are_skipped_and_counted(tmp_path: Path, data: Path):
     group = data / "photos" / "known_people" / "knn_examples" / "test" / "obama_and_biden.jpg"
     with make_client(tmp_path / "state", max_faces=1) as client:

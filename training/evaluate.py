@@ -144,7 +144,7 @@ def write_report(out: Path, result: dict, card: dict, seconds: float, roc: tuple
     lines += [
         "",
         f"Photos where no face was found: **{nf['count']}** of {nf['of']} (counted as misses). Detection: "
-        f"`{result['detector']}` (cascade | min score | min face | max side | pyramid factor).",
+        f"`{result['detector']}` (cascade | min score | min face | max side | pyramid factor | P-Net threshold).",
         "",
         "![ROC](roc.png) ![TPR vs FPR](tpr_fpr.png) ![similarities](similarity_hist.png)",
         "",
@@ -263,7 +263,7 @@ def run_evaluation(
     result = compute_metrics(emb, people, lfw.read_pairs(root / "pairs.txt"), score)
     result["scoring"] = {"method": "cosine"} if scoring == "cosine" else pipeline.embedder.card.scoring
     # Which cascade and settings found the faces (version | min score | min face | max side | pyramid
-    # factor): the figures change when detection does, so they say what they were measured with.
+    # factor | P-Net threshold): the figures change when detection does, so they say what they were measured with.
     result["detector"] = d.key
     roc = metrics.roc_curve(*result["_curves"])
     how = (
