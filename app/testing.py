@@ -28,10 +28,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """``uvicorn app.main:app`` on a free port over ``state_dir``, with the test admin key."""
+    """``uvicorn app.main:app`` on a free port over ``state_dir``, with the test admin key; the app is
+    this checkout's, or the one in ``root`` (another checkout, for a benchmark's before-and-after)."""
 
-    def __init__(self, state_dir: Path, log_path: Path, **env: str) -> None:
+    def __init__(self, state_dir: Path, log_path: Path, root: Path = ROOT, **env: str) -> None:
         self.state_dir, self.log_path, self.extra_env = Path(state_dir), Path(log_path), env
+        self.root = Path(root)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -63,7 +65,7 @@ class LiveServer:
                 "--log-level",
                 "warning",
             ],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
