@@ -1,16 +1,21 @@
 """The scaffold every training loop here shares: device choice, the learning-rate schedule, the
-resume check, atomic checkpoints and the JSON-lines log (``training.train`` for embedders,
-``training.train_landmarks`` for the 68-point network)."""
+resume check, atomic checkpoints, the JSON-lines log and stopping on a signal (``training.train`` for
+embedders, ``training.train_landmarks`` for the 68-point network)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import signal
+import threading
 from pathlib import Path
 
 import torch
 import yaml
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,3 +88,31 @@ class RunLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class StopRequest:
+    """While entered, SIGTERM or Ctrl-C (SIGINT) asks the training loop to stop after the current step
+    -- write a checkpoint and exit 128 + the signal's number -- instead of losing everything since the
+    last one (an epoch is ~15 minutes of a CelebA run on two cores). A second signal stops at once.
+    Handlers can only be set from the main thread; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt(f"second signal {signum}: stopping without a checkpoint")
+        self.signum = signum
+        log.warning("signal %d: stopping after this step with a checkpoint (again to stop at once)", signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -4,7 +4,9 @@
     python -m training.train --config ... --resume          # continue from the last checkpoint
     python -m training.train --set steps=200 --set name=smoke # any field can be overridden
 
-The run's resolved config, checkpoints (every epoch) and a JSON-lines log go to ``runs/<name>/``.
+The run's resolved config, checkpoints (every epoch, and when SIGTERM or Ctrl-C stops it: the step
+finishes, a checkpoint is written, the exit status is 128 + the signal) and a JSON-lines log go to
+``runs/<name>/``.
 The same config trains on CPU or CUDA (bf16 autocast on either when ``bf16`` is set), in one process
 or data-parallel on several under ``torchrun`` (``training.distributed`` states how):
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from training.averaging import WeightAverage
 from training.config import RESUME_OVERRIDABLE, TrainConfig, config_from_dict, load_config
 from training.data import BatchSampler, augment, list_identity_folders, load_face_folder
 from training.heads import create_head
-from training.loop import RunLog, check_resume, cosine_lr, pick_device, save_atomic, save_config
+from training.loop import RunLog, StopRequest, check_resume, cosine_lr, pick_device, save_atomic, save_config
 from training.triplet import PKSampler, triplet_loss
 
 log = logging.getLogger("training.train")
@@ -277,54 +280,72 @@ def train(cfg: TrainConfig, resume: bool) -> Path:
         range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step", disable=not world.main
     )
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-    for step in bar:
-        lr = lr_at(step, cfg)
-        for group in optimiser.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        # Every rank draws and augments the whole global batch (same generators, same state) and
-        # trains on its slice of it: together, exactly the batch one process would see.
-        idx = torch.from_numpy(sampler.next())
-        x = augment(normalise(images[idx]), cfg.augment, gen)[mine].to(device)
-        y = labels[idx][mine].to(device)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        loss, cos, active = objective(x, y)
-        if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
-        optimiser.step()
-        if ema is not None:
-            ema.update({"backbone": backbone, "head": head})
-        seen += len(y)
-        loss_sum += loss.item() * len(y)
-        correct += (1.0 - active) * len(y) if triplet else (cos.detach().argmax(1) == y).sum().item()
-        done = step + 1
-        if done % 20 == 0 or done == cfg.steps:
-            seen, loss_sum, correct = distributed.sum_over_ranks([seen, loss_sum, correct], world)
-            ips = seen / (time.perf_counter() - t0)
-            rec = {
-                "step": done,
-                "lr": lr,
-                "loss": loss_sum / seen,
-                "train_acc": correct / seen,
-                "img_per_s": ips,
-                "time": time.time(),
-            }
-            if log_file is not None:
+    stopping = False
+    with StopRequest() as stop:
+        for step in bar:
+            lr = lr_at(step, cfg)
+            for group in optimiser.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            # Every rank draws and augments the whole global batch (same generators, same state) and
+            # trains on its slice of it: together, exactly the batch one process would see.
+            idx = torch.from_numpy(sampler.next())
+            x = augment(normalise(images[idx]), cfg.augment, gen)[mine].to(device)
+            y = labels[idx][mine].to(device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss, cos, active = objective(x, y)
+            if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr (now {lr:.4g})")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
+            optimiser.step()
+            if ema is not None:
+                ema.update({"backbone": backbone, "head": head})
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (1.0 - active) * len(y) if triplet else (cos.detach().argmax(1) == y).sum().item()
+            done = step + 1
+            # One process stops at once; ranks agree at the next log line, so all stop at one step.
+            stopping = bool(stop.signum) and not world.distributed
+            if done % 20 == 0 or done == cfg.steps:
+                seen, loss_sum, correct, asked = distributed.sum_over_ranks(
+                    [seen, loss_sum, correct, float(stop.signum)], world
+                )
+                stopping = asked > 0
+                ips = seen / (time.perf_counter() - t0)
+                rec = {
+                    "step": done,
+                    "lr": lr,
+                    "loss": loss_sum / seen,
+                    "train_acc": correct / seen,
+                    "img_per_s": ips,
+                    "time": time.time(),
+                }
+                if log_file is not None:
+                    log_file.write(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
+                t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            stopping = stopping and done < cfg.steps
+            if (done % steps_per_epoch == 0 or done == cfg.steps or stopping) and world.main:
+                save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
+            if stopping:
+                break
+            if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+                rec = {
+                    "step": done,
+                    "heldout": heldout_figures(backbone, heldout, cfg, device, ema),
+                    "time": time.time(),
+                }
                 log_file.write(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.3f}", ips=f"{ips:.0f}")
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-        if (done % steps_per_epoch == 0 or done == cfg.steps) and world.main:
-            save_checkpoint(ckpt_path, done, backbone, head, optimiser, sampler, gen, ema)
-        if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            rec = {"step": done, "heldout": heldout_figures(backbone, heldout, cfg, device, ema), "time": time.time()}
-            log_file.write(rec)
-            log.info("step %d, held-out people: %s", done, rec["heldout"])
+                log.info("step %d, held-out people: %s", done, rec["heldout"])
     if log_file is not None:
         log_file.close()
     distributed.barrier(world)  # the last checkpoint is written before any rank leaves
+    if stopping:
+        distributed.finish(world)
+        log.warning("stopped at step %d of %d by a signal; continue with --resume", done, cfg.steps)
+        raise SystemExit(128 + (stop.signum or signal.SIGTERM))
     if not world.main:
         distributed.finish(world)
         return run
