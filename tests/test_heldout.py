@@ -49,6 +49,22 @@ def test_without_single_photo_people_each_person_is_left_out_of_the_gallery_in_t
     assert [p["tpr"] for p in result["dir_at_fpir"]] == [1.0, 1.0]
 
 
+def test_with_all_probes_each_mated_probe_is_also_searched_as_a_stranger_without_its_own_person():
+    # Every photo equals its person's centre: a mate scores 1.0, so a probe searched against a gallery
+    # that still held its own person would set the non-mated threshold at 1.0 and no mate would pass.
+    people, emb = people_and_vectors(30, 4, 0, spread=0.0)
+    result = idrate_metrics(emb, people, cosine_matrix)
+    assert result["open_set_counts"]["mated"] == result["open_set_counts"]["non_mated_all_probes"] == 90
+    assert result["open_set_counts"]["non_mated"] == 30  # the last-photo rule: one search per person
+    assert [p["tpr"] for p in result["dir_at_fpir_all_probes"]] == [1.0, 1.0]
+    # People close enough to be confused: the 90 strangers' searches set a threshold of their own.
+    people, emb = people_and_vectors(30, 4, 0, spread=1.2)
+    result = idrate_metrics(emb, people, cosine_matrix)
+    last, every = result["dir_at_fpir"], result["dir_at_fpir_all_probes"]
+    assert all(0.0 < p["tpr"] < 1.0 for p in every)
+    assert [p["threshold"] for p in every] != [p["threshold"] for p in last]
+
+
 def test_fpr_check_measures_the_share_of_negatives_above_each_threshold():
     negatives = np.arange(10000) / 10000  # 0, 0.0001, ..., 0.9999
     check = fpr_check({"0.01": 0.98995, "0.001": 0.99895, "0.0001": 2.0}, negatives)

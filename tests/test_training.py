@@ -298,3 +298,17 @@ def test_a_signal_stops_training_after_its_step_with_a_checkpoint_and_resuming_e
     assert a["step"] == b["step"] == 6
     for key in a["backbone"]:
         assert torch.allclose(a["backbone"][key].float(), b["backbone"][key].float(), atol=1e-6), key
+
+
+def test_held_out_people_are_measured_during_training_into_the_log(tiny_tree: Path, tmp_path: Path):
+    heldout = tiny_identity_tree(tmp_path / "heldout", people=4, images=3)
+    cfg = apply_overrides(tiny_config(tiny_tree, tmp_path, steps=2), {"eval_every": 2, "heldout_dir": str(heldout)})
+    run = train(cfg, resume=False)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    figures = [r["heldout"] for r in records if "heldout" in r]
+    assert len(figures) == 1
+    assert set(figures[0]) == {
+        *(f"tpr@{f:g}" for f in (1e-1, 1e-2, 1e-3, 1e-4)),
+        *(f"{kind}@{f:g}" for kind in ("dir", "dir_all_probes") for f in (1e-1, 1e-2)),
+    }
+    assert all(0.0 <= v <= 1.0 for v in figures[0].values())

@@ -171,6 +171,7 @@ def update_card(card_path: Path, result: dict, heldout: dict) -> None:
     card["metrics_heldout"] = {
         "idrate": heldout["idrate"],
         "dir_at_fpir": heldout["dir_at_fpir"],
+        "dir_at_fpir_all_probes": heldout["dir_at_fpir_all_probes"],
         "counts": heldout["idrate_counts"],
         "open_set_counts": heldout["open_set_counts"],
     }

@@ -8,7 +8,9 @@ ID-rate protocol of this project, on these people: query = every photo of the pe
 more photos, distractors = the photos of people with one; positives = every same-person pair in
 the query, negatives = every different-person pair plus every (query, distractor) pair. Open-set
 identification: gallery = each person's first photo, mated probes = the others, non-mated probes
-= the single-photo people (and, when there are too few of them, none: DIR is then not reported).
+= the single-photo people (with fewer than 100 of them: each person's last photo against the gallery
+without that person); ``dir_at_fpir_all_probes`` searches every mated probe as a stranger too
+(against the gallery without its own person), for ~9x the non-mated searches.
 
 Faces are scored as the model card says (its cohort score when it has one), as the service scores.
 The thresholds the card carries are calibrated here (``CALIBRATION_FPRS``), and
@@ -131,11 +133,19 @@ def idrate_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], sco
     mated_sims = score(stack(mated), stack(gallery))
     rates = metrics.dir_from_scores(mated_sims, person(gallery), person(mated), non_mated_top, FPIRS)
     result["dir_at_fpir"] = [vars(p) for p in rates]
+    # The same, with every mated probe also searched as a stranger (against the gallery without its
+    # own person): as many non-mated searches as mated ones. With one last photo per person, FPIR 1e-2
+    # on the 409 held-out people is decided by the 4th highest of ~400 scores, and a few photos move it.
+    own = person(mated)[:, None] == person(gallery)[None, :]
+    all_probes_top = np.where(own, -np.inf, mated_sims).max(1)
+    rates = metrics.dir_from_scores(mated_sims, person(gallery), person(mated), all_probes_top, FPIRS)
+    result["dir_at_fpir_all_probes"] = [vars(p) for p in rates]
     result["open_set_counts"] = {
         "gallery": len(gallery),
         "mated": len(mated),
         "non_mated": int(len(non_mated_top)),
         "non_mated_are": how,
+        "non_mated_all_probes": int(len(all_probes_top)),
     }
     return result
 
@@ -186,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "heldout.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("idrate", "dir_at_fpir", "idrate_counts", "open_set_counts")}, indent=2))
+    keys = ("idrate", "dir_at_fpir", "dir_at_fpir_all_probes", "idrate_counts", "open_set_counts")
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ def heldout_figures(
     return {
         **{f"tpr@{p['fpr']:g}": round(p["tpr"], 4) for p in result["idrate"]},
         **{f"dir@{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir"]},
+        **{f"dir_all_probes@{p['fpr']:g}": round(p["tpr"], 4) for p in result["dir_at_fpir_all_probes"]},
     }
 
 
