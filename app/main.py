@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
 from threadpoolctl import threadpool_limits
 
@@ -155,7 +156,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.service.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc pages load their script and style from
+    # files shipped in the fastapi-offline wheel, served here, instead of a public CDN -- so the API
+    # docs work on a machine with no internet, like the rest of the service.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="facerec",
         version="0.1.0",
         lifespan=lifespan,

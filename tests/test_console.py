@@ -214,3 +214,32 @@ def test_the_console_is_served_with_a_strict_content_security_policy(client):
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
     assert r.headers["x-content-type-options"] == "nosniff"
     assert "content-security-policy" in client.get("/ui/app.js").headers
+
+
+def test_the_api_docs_render_from_the_services_own_files(browser, live):
+    """Swagger UI (/docs) and ReDoc (/redoc) draw the API in the browser from scripts and styles the
+    service serves: they work on a machine with no internet. (ReDoc's sidebar shows Redocly's logo
+    from their CDN, a picture; offline it is missing and nothing else is.)"""
+    from selenium.webdriver.common.by import By
+
+    for page, drawn in (
+        ("/docs", lambda d: d.find_elements(By.XPATH, "//*[contains(@class,'opblock-summary-path')][.='/identify']")),
+        ("/redoc", lambda d: "Self-hosted face recognition" in d.find_element(By.TAG_NAME, "body").text),
+    ):
+        browser.get(live.url + page)
+        wait(browser, drawn, timeout=60)
+        loaded = browser.execute_script(
+            "return performance.getEntriesByType('resource').filter(e => e.initiatorType != 'img').map(e => e.name)"
+        )
+        assert loaded and all(url.startswith(live.url + "/") for url in loaded), (page, loaded)
+
+
+def test_the_api_docs_pages_name_only_files_the_service_serves(client):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert urls and all(u.startswith("/docs-assets/") for u in urls), (page, urls)
+        for url in urls:
+            assert client.get(url).status_code == 200, url
