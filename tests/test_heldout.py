@@ -7,6 +7,7 @@ import pytest
 
 from models.metrics import cosine_matrix
 from training.heldout import fpr_check, idrate_metrics
+from training.paired_heldout import compare_people, person_rates
 
 
 def people_and_vectors(n_people: int, per_person: int, singles: int, spread: float, seed: int = 0):
@@ -70,3 +71,21 @@ def test_fpr_check_measures_the_share_of_negatives_above_each_threshold():
     check = fpr_check({"0.01": 0.98995, "0.001": 0.99895, "0.0001": 2.0}, negatives)
     assert [c["measured_fpr"] for c in check] == pytest.approx([0.01, 0.001, 0.0])
     assert [c["nominal_fpr"] for c in check] == [1e-2, 1e-3, 1e-4]
+
+
+def test_the_paired_comparison_finds_the_model_whose_photos_sit_closer_to_their_person():
+    # The same 40 people and photos (same seed), B's vectors with half A's scatter around each person.
+    people, emb_a = people_and_vectors(40, 4, 0, spread=1.2)
+    _, emb_b = people_and_vectors(40, 4, 0, spread=0.6)
+    rates_a, rates_b = person_rates(emb_a, people, cosine_matrix), person_rates(emb_b, people, cosine_matrix)
+    assert set(rates_a) == {"tpr@0.1", "tpr@0.01", "tpr@0.001", "tpr@0.0001", "dir@0.1", "dir@0.01"}
+    assert all(len(r) == 40 for r in rates_a.values())
+    result = compare_people(rates_a, rates_b)
+    for point in ("tpr@0.01", "dir@0.01"):
+        r = result[point]
+        assert r["people_b_better"] + r["people_a_better"] + r["people_tied"] == 40
+        assert r["mean_b"] > r["mean_a"] and r["people_b_better"] > r["people_a_better"], (point, r)
+        assert r["sign_test_p"] < 0.01, (point, r)
+    # A model against itself: every person tied, nothing to find.
+    same = compare_people(rates_a, rates_a)
+    assert all(r["people_tied"] == 40 and r["sign_test_p"] == 1.0 for r in same.values())
