@@ -3,6 +3,9 @@ reading the database directly. Test files import from here, never from each othe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +164,32 @@ def tiny_training_overrides(tree: Path, work: Path, steps: int) -> list[str]:
         f"cache_dir={work / 'cache'}",
         "threads=1",
     ]
+
+
+class UnhandledSignal(Exception):
+    """A SIGTERM that the code under test did not take (see :func:`sigterm_in_step`)."""
+
+
+@contextlib.contextmanager
+def sigterm_in_step(monkeypatch, module, step: int):
+    """SIGTERM sent to this process while ``module``'s training loop runs step index ``step`` (from
+    inside its ``lr_at``). While this is entered, a SIGTERM that the loop does not take raises
+    :class:`UnhandledSignal` -- the test fails instead of the test process being killed."""
+    lr_at = module.lr_at
+
+    def lr_then_terminated(at: int, cfg):
+        if at == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return lr_at(at, cfg)
+
+    def unhandled(signum, frame):
+        raise UnhandledSignal(f"signal {signum} reached the test")
+
+    monkeypatch.setattr(module, "lr_at", lr_then_terminated)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        yield
+        assert signal.getsignal(signal.SIGTERM) is unhandled, "the loop did not put back the handler it found"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        monkeypatch.setattr(module, "lr_at", lr_at)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from models.landmarks import FLIP_68, five_from_68
+from tests.helpers import sigterm_in_step
 from training.landmark_metrics import cumulative_error, failure_rate, nme
 
 
@@ -99,6 +100,29 @@ def test_landmark_training_smoke_export_and_predict(tmp_path):
     pred = Landmarker(weights).predict(images[0], [boxes[0], boxes[1]])
     assert pred.shape == (2, 68, 2) and np.isfinite(pred).all()
     assert Landmarker(weights).predict(images[0], []).shape == (0, 68, 2)
+
+
+def test_landmark_training_stops_on_a_signal_with_a_checkpoint_and_resumes(tmp_path, monkeypatch):
+    import signal
+
+    import torch
+
+    import training.train_landmarks as module
+    from training.train_landmarks import load_landmark_config, train
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(6)]
+    points = rng.uniform(30, 90, (6, 68, 2)).astype(np.float32)
+    boxes = np.tile(np.array([[25, 25, 95, 95]], np.float32), (6, 1))
+    sets = [f"out_dir={tmp_path}", "input_size=32", "batch_size=4", "steps=5", "warmup_steps=1"]
+    cfg = load_landmark_config(None, [*sets, "checkpoint_every=10", "threads=1", "bf16=false"])
+    data = (images, points, boxes, [6])
+    with sigterm_in_step(monkeypatch, module, 1), pytest.raises(SystemExit) as stopped:
+        train(cfg, resume=False, data=data)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert torch.load(cfg.run_dir() / "checkpoint.pt", weights_only=False)["step"] == 2  # no checkpoint was due
+    run = train(cfg, resume=True, data=data)
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 5
 
 
 def test_split_share_sets_each_splits_part_of_a_batch():

@@ -13,7 +13,7 @@ import yaml
 
 from models.embedder import Embedder
 from models.inputs import normalise
-from tests.helpers import tiny_identity_tree, tiny_training_overrides
+from tests.helpers import sigterm_in_step, tiny_identity_tree, tiny_training_overrides
 from training.config import TrainConfig, apply_overrides, load_config
 from training.data import AugmentConfig, augment, balanced_weights
 from training.export import export
@@ -258,39 +258,17 @@ def test_extra_identities_drop_possible_lfw_people_and_keep_one_of_each_duplicat
 def test_a_signal_stops_training_after_its_step_with_a_checkpoint_and_resuming_equals_never_stopping(
     tmp_path: Path, monkeypatch
 ):
-    import os
     import signal
 
     import training.train as train_module
 
     tree = tiny_identity_tree(tmp_path / "train", people=4, images=10)  # 40 images: an epoch is 5 steps
     run_a = train(load_config(None, tiny_training_overrides(tree, tmp_path / "a", steps=6)), resume=False)
-
-    class Unhandled(Exception):
-        pass
-
-    def unhandled(signum, frame):  # SIGTERM not taken by training: fail the test, do not kill it
-        raise Unhandled
-
-    lr_at = train_module.lr_at
-
-    def lr_then_terminated(step, cfg):  # SIGTERM arrives while step index 1 (the second step) runs
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return lr_at(step, cfg)
-
     cfg_b = load_config(None, tiny_training_overrides(tree, tmp_path / "b", steps=6))
-    monkeypatch.setattr(train_module, "lr_at", lr_then_terminated)
-    previous = signal.signal(signal.SIGTERM, unhandled)
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            train(cfg_b, resume=False)
-        assert signal.getsignal(signal.SIGTERM) is unhandled  # training put back the handler it found
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_in_step(monkeypatch, train_module, 1), pytest.raises(SystemExit) as stopped:
+        train(cfg_b, resume=False)
     assert stopped.value.code == 128 + signal.SIGTERM
     assert torch.load(cfg_b.run_dir() / "checkpoint.pt", weights_only=False)["step"] == 2  # not an epoch's end
-    monkeypatch.setattr(train_module, "lr_at", lr_at)
     run_b = train(cfg_b, resume=True)
 
     a = torch.load(run_a / "checkpoint.pt", weights_only=False)

@@ -28,7 +28,7 @@ from models.registry import create_model
 from training.config import data_root, load_config
 from training.export import git_commit
 from training.landmark_data import CropAugment, detector_boxes, make_crop, read_split, wing_loss
-from training.loop import RunLog, check_resume, cosine_lr, pick_device, save_atomic, save_config
+from training.loop import RunLog, StopRequest, check_resume, cosine_lr, pick_device, save_atomic, save_config
 
 log = logging.getLogger("training.train_landmarks")
 
@@ -140,47 +140,55 @@ def train(cfg: LandmarkConfig, resume: bool, data=None) -> Path:
     model.train()
     log_file = RunLog(run)
     t0, seen, total = time.perf_counter(), 0, 0.0
-    for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step"):
-        for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        idx = rng.choice(len(images), cfg.batch_size, p=probs)
-        pairs = [
-            make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment) for i in idx
-        ]
-        x = to_tensor(np.stack([c for c, _ in pairs])).to(device)
-        y = torch.from_numpy(np.stack([p for _, p in pairs])).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            pred = model(x)
-        loss = wing_loss(pred.float() * cfg.input_size, y)
-        if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        seen += len(idx)
-        total += loss.item() * len(idx)
-        done = step + 1
-        if done % 20 == 0 or done == cfg.steps:
-            log_file.write(
-                {
-                    "step": done,
-                    "loss": total / seen,
-                    "img_per_s": seen / (time.perf_counter() - t0),
-                    "time": time.time(),
-                }
-            )
-            t0, seen, total = time.perf_counter(), 0, 0.0
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_atomic(
-                ckpt,
-                {
-                    "step": done,
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "rng": rng.bit_generator.state,
-                },
-            )
+    stopping = False
+    with StopRequest() as stop:
+        for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.name, unit="step"):
+            for group in optimiser.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            idx = rng.choice(len(images), cfg.batch_size, p=probs)
+            pairs = [
+                make_crop(images[i], boxes[i], points[i], cfg.input_size, cfg.crop_scale, rng, cfg.augment) for i in idx
+            ]
+            x = to_tensor(np.stack([c for c, _ in pairs])).to(device)
+            y = torch.from_numpy(np.stack([p for _, p in pairs])).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                pred = model(x)
+            loss = wing_loss(pred.float() * cfg.input_size, y)
+            if not torch.isfinite(loss):  # before the step: the checkpoint keeps the last finite weights
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            seen += len(idx)
+            total += loss.item() * len(idx)
+            done = step + 1
+            if done % 20 == 0 or done == cfg.steps:
+                log_file.write(
+                    {
+                        "step": done,
+                        "loss": total / seen,
+                        "img_per_s": seen / (time.perf_counter() - t0),
+                        "time": time.time(),
+                    }
+                )
+                t0, seen, total = time.perf_counter(), 0, 0.0
+            stopping = bool(stop.signum) and done < cfg.steps
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
+                save_atomic(
+                    ckpt,
+                    {
+                        "step": done,
+                        "model": model.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "rng": rng.bit_generator.state,
+                    },
+                )
+            if stopping:
+                break
     log_file.close()
+    if stopping:
+        log.warning("stopped at step %d of %d by a signal; continue with --resume", done, cfg.steps)
+        raise SystemExit(128 + stop.signum)
     return run
 
 
