@@ -140,6 +140,8 @@ def idrate_metrics(emb: dict[str, np.ndarray], people: dict[str, list[str]], sco
     all_probes_top = np.where(own, -np.inf, mated_sims).max(1)
     rates = metrics.dir_from_scores(mated_sims, person(gallery), person(mated), all_probes_top, FPIRS)
     result["dir_at_fpir_all_probes"] = [vars(p) for p in rates]
+    # For per-person analyses (training.paired_heldout): the open-set scores and who is who.
+    result["_open_set"] = {"mated_sims": mated_sims, "gallery": person(gallery), "mated": person(mated)}
     result["open_set_counts"] = {
         "gallery": len(gallery),
         "mated": len(mated),
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         embedder.use_onnxruntime(int8=True)  # its version ends in -int8, so its cached vectors are its own
     result = evaluate_heldout(embedder, args.heldout.expanduser(), args.cache_dir, args.webp_quality)
     result.pop("_curves")
+    result.pop("_open_set")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "heldout.json").write_text(json.dumps(result, indent=2) + "\n")

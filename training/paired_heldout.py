@@ -45,13 +45,11 @@ def person_rates(emb: dict[str, np.ndarray], people: dict[str, list[str]], score
     rates: dict[str, dict[str, float]] = {}
     for point in figures["idrate"]:
         rates[f"tpr@{point['fpr']:g}"] = {p: float(np.mean(s > point["threshold"])) for p, s in within.items()}
-    gallery_people = list(multi)
-    mated = [(p, n) for p, imgs in multi.items() for n in imgs[1:]]
-    sims = score(stack([n for _, n in mated]), stack([imgs[0] for imgs in multi.values()]))
+    open_set = figures["_open_set"]  # the probes' scores idrate_metrics computed, not computed again
+    sims, owner = open_set["mated_sims"], open_set["mated"]
     top = sims.argmax(1)
-    correct = np.array([gallery_people[t] == p for t, (p, _) in zip(top, mated)])
+    correct = open_set["gallery"][top] == owner
     top_score = sims[np.arange(len(top)), top]
-    owner = np.array([p for p, _ in mated])
     for point in figures["dir_at_fpir_all_probes"]:
         hit = correct & (top_score > point["threshold"])
         rates[f"dir@{point['fpr']:g}"] = {p: float(hit[owner == p].mean()) for p in multi}
