@@ -11,6 +11,9 @@
   networks set: no HTTP, decoding or search);
 - with ``--baseline-runtime torch``, the same for the service on PyTorch eager (its default is ONNX
   Runtime on a CPU), as ``runtime_torch``, with the pipeline's ratio torch / default per photo;
+- with ``--device cuda`` the service and the in-process pipeline run on the GPU (``FACEREC_DEVICE``;
+  PyTorch, bf16), and ``--baseline-device cpu`` measures the same machine's CPU in the same run, as
+  ``device_cpu`` (``bench/gpu_speed.sh`` runs this on a lent GPU);
 - dlib and OpenCV YuNet + SFace (``bench/peers.py``) on the same decoded photos, in-process, in the
   same run; ratios are peer time / our time (above 1: we are faster). Peers skip HTTP and decoding,
   so the ratios against our end-to-end time are conservative; ratios against our in-process pipeline
@@ -125,17 +128,17 @@ def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
     }
 
 
-def pipeline_throughput(photo: bytes, photos: int) -> list[dict]:
+def pipeline_throughput(photo: bytes, photos: int, device: str = "cpu") -> list[dict]:
     """The service's pipeline in this process (its factory and inference gate, with the settings the
-    server reads from the environment) on one decoded photo, from 1 and 2 threads at once: photos per
-    second and CPU per photo -- the ceiling the networks alone set for the service's throughput (no
-    HTTP, decoding or search)."""
+    server reads from the environment) on ``device`` and one decoded photo, from 1 and 2 threads at
+    once: photos per second and CPU per photo -- the ceiling the networks alone set for the service's
+    throughput (no HTTP, decoding or search)."""
     from app.config import Settings
     from app.services.gate import InferenceGate
     from models.pipeline import build_pipeline
 
     settings = Settings()
-    pipeline = build_pipeline(settings.pipeline_config, cache_dir=ONNX_CACHE)
+    pipeline = build_pipeline(settings.pipeline_config, device, cache_dir=ONNX_CACHE)
     gate = InferenceGate.for_pipeline(settings, pipeline)  # the service's: sharing photos run on one thread
     rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
 
@@ -208,8 +211,17 @@ def main() -> None:
         choices=["torch", "onnxruntime"],
         help="also measure the service with FACEREC_RUNTIME set to this, in the same run",
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the service's and the in-process pipeline's networks run (FACEREC_DEVICE); default cpu",
+    )
+    parser.add_argument("--baseline-device", choices=["cpu", "cuda"], help="also measure the service on this device")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_speed.json")
     args = parser.parse_args()
+    if args.baseline_device == args.device:
+        parser.error(f"--baseline-device {args.baseline_device} is --device already: nothing to compare")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     known = args.data / "photos" / "known_people" / "knn_examples"
@@ -226,19 +238,26 @@ def main() -> None:
     from app.config import Settings
     from models.pipeline import build_pipeline
 
-    build_pipeline(Settings().pipeline_config, cache_dir=ONNX_CACHE)  # exports what the cache lacks
-    result.update(measure_service(args, photos, enroll_photos, {}))
+    if "cpu" in (args.device, args.baseline_device):  # exports what the cache lacks
+        build_pipeline(Settings().pipeline_config, cache_dir=ONNX_CACHE)
+    result.update(measure_service(args, photos, enroll_photos, {"FACEREC_DEVICE": args.device}))
     result["pipeline_in_process_throughput"] = pipeline_throughput(
-        photos["640x480_one_face"][1], args.throughput_requests
+        photos["640x480_one_face"][1], args.throughput_requests, args.device
     )
     log.info("pipeline in process: %s", result["pipeline_in_process_throughput"])
-    if args.baseline_runtime:  # the same measurements with the networks on another runtime, same run
-        base = measure_service(args, photos, enroll_photos, {"FACEREC_RUNTIME": args.baseline_runtime})
+    # The same measurements with the networks on another runtime or device, in the same run.
+    baselines = {}
+    if args.baseline_runtime:
+        baselines[f"runtime_{args.baseline_runtime}"] = {"FACEREC_RUNTIME": args.baseline_runtime}
+    if args.baseline_device:
+        baselines[f"device_{args.baseline_device}"] = {"FACEREC_DEVICE": args.baseline_device}
+    for name, env in baselines.items():
+        base = measure_service(args, photos, enroll_photos, {"FACEREC_DEVICE": args.device, **env})
         base["ratios"] = {
             key: round(base["identify"][key]["pipeline_p50_ms"] / result["identify"][key]["pipeline_p50_ms"], 2)
             for key in photos
         }
-        result[f"runtime_{args.baseline_runtime}"] = base
+        result[name] = base
     if not args.no_peers:
         from bench.peers import DlibPipeline, YuNetSFacePipeline
 
