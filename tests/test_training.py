@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ import yaml
 from models.embedder import Embedder
 from models.inputs import normalise
 from tests.helpers import sigterm_in_step, tiny_identity_tree, tiny_training_overrides
-from training.config import TrainConfig, apply_overrides, load_config
+from training.config import TrainConfig, apply_overrides, config_from_dict, load_config
 from training.data import AugmentConfig, augment, balanced_weights
 from training.export import export
 from training.train import lr_at, train
@@ -52,6 +53,35 @@ def test_train_resume_export_and_load(tiny_tree: Path, tmp_path: Path):
     assert vectors.shape == (2, 16)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.embed([]).shape == (0, 16)
+
+
+def test_the_card_of_a_run_started_with_overrides_reproduces_that_run_not_the_committed_config(
+    tiny_tree: Path, tmp_path: Path, monkeypatch
+):
+    # A committed config (training/configs/<name>.yaml, looked up from the working directory) and a
+    # run of it started with --set, as training/learning_curve.sh starts its runs.
+    monkeypatch.chdir(tmp_path)
+    committed = tmp_path / "training" / "configs" / "tiny.yaml"
+    committed.parent.mkdir(parents=True)
+    committed.write_text(yaml.safe_dump({"name": "tiny", "steps": 2, "loss_kwargs": {"s": 32.0, "m": 0.5}}))
+    sets = tiny_training_overrides(tiny_tree, tmp_path, steps=3) + [
+        "identity_fraction=0.67",
+        "loss_kwargs={s: 16.0, m: 0.3}",
+        "augment.flip=0",
+        "augment.scale=[0.9, 1.1]",
+    ]  # and threads, out_dir, cache_dir: where and how fast, not part of the command
+    run = train(load_config(str(committed), sets), resume=False)
+    card = json.loads(export(run, tmp_path / "w" / "tiny.pt", flip_tta=False).with_suffix(".json").read_text())
+
+    command = shlex.split(card["reproduce"])
+    assert command[:5] == ["python", "-m", "training.train", "--config", "training/configs/tiny.yaml"], command
+    given = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    assert not any(arg.startswith(("eval_every=", "threads=", "out_dir=", "cache_dir=")) for arg in given), given
+    where = ["threads=1", f"out_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
+    rebuilt = load_config("training/configs/tiny.yaml", given + where)
+    assert rebuilt == config_from_dict(yaml.safe_load((run / "config.yaml").read_text())), given
+    # Without the overrides the committed config would train another model.
+    assert load_config("training/configs/tiny.yaml", []).to_dict() != rebuilt.to_dict()
 
 
 def test_export_with_a_cohort_scores_with_the_head_centres(tiny_tree: Path, tmp_path: Path):

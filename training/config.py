@@ -102,8 +102,8 @@ def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
         current = getattr(obj, leaf)
         if isinstance(value, str) and not isinstance(current, str):
             value = _coerce(value, current)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = dataclasses.replace(current, **value)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):  # field by field: typed, checked
+            value = apply_overrides(dataclasses.replace(current), value)
         elif isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         setattr(obj, leaf, value)

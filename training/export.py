@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 import yaml
 
 from models.inputs import NORMALISATION
-from training.config import config_from_dict
+from training.config import TrainConfig, config_from_dict, load_config
 
 log = logging.getLogger("training.export")
 
@@ -61,6 +62,37 @@ def reproduce_config(name: str, run: Path) -> str:
     """The committed config of a run when there is one, else the config saved with the run."""
     committed = Path("training/configs") / f"{name}.yaml"
     return str(committed) if committed.exists() else str(run / "config.yaml")
+
+
+#: Fields that say where and how fast a run trains, not what it learns (``--resume`` may change them):
+#: left out of the card's command.
+WHERE_AND_HOW_FAST = {"out_dir", "threads", "device", "cache_dir", "eval_every"}
+
+
+def config_overrides(cfg: TrainConfig, config: str, resumed: bool) -> list[str]:
+    """The ``--set key=value`` arguments that make ``config`` (a YAML file) train what ``cfg`` trained: a
+    run started with ``--set`` (``training/learning_curve.sh`` sets steps and the share of the people)
+    is not the committed config's run, and a card that gave the config alone would reproduce another
+    model. ``steps`` is left out when the run was resumed with other lengths: the resume chain sets it."""
+
+    def fields(c: TrainConfig) -> dict:  # augment's fields one by one, as --set augment.flip=0 sets them
+        d = c.to_dict()
+        return {
+            **{k: v for k, v in d.items() if k != "augment"},
+            **{f"augment.{k}": v for k, v in d["augment"].items()},
+        }
+
+    base, run = fields(load_config(config, [])), fields(cfg)
+    skip = WHERE_AND_HOW_FAST | ({"steps"} if resumed else set())
+    sets = []
+    for key, value in run.items():
+        if key not in skip and base.get(key) != value:
+            text = yaml.safe_dump(
+                list(value) if isinstance(value, tuple) else value, default_flow_style=True, width=10**9
+            )
+            text = text.removesuffix("...\n").strip()  # a scalar's document ends with '...'
+            sets.append(shlex.quote(f"{key}={text}"))
+    return sets
 
 
 def resumed_schedules(run: Path) -> list[dict]:
@@ -136,7 +168,8 @@ def export(run: Path, out: Path, flip_tta: bool, cohort_top_k: int = 0) -> Path:
     landmarks = realigned_with(cfg.resolved_data_dir())
     config = reproduce_config(cfg.name, run)
     resumes = resumed_schedules(run)
-    first = f" --set steps={resumes[0]['was']['steps']}" if resumes else ""
+    first = "".join(f" --set {arg}" for arg in config_overrides(cfg, config, resumed=bool(resumes)))
+    first += f" --set steps={resumes[0]['was']['steps']}" if resumes else ""
     reproduce = f"python -m training.train --config {config}{first}" + "".join(
         f" && python -m training.train --config {config} --resume --set steps={r['resumed_with']['steps']}"
         for r in resumes
