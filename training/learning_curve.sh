@@ -2,12 +2,12 @@
 # The learning curve at CelebA scale (issue 17, item 4): the shipped recipe
 # (training/configs/arcface_iresnet18_half_80_celeba.yaml) on about 500, 1,000, 2,500 and 5,000 of its
 # 8,153 training identities (identity_fraction, drawn with the config's seed 0); SIZES=8153 trains all of
-# them with the same rule (12,000 steps, one cosine), the plain counterpart of the shipped run.
+# them with the same rule (12,000 steps, one cosine): the model shipped since (reports/celeba.md).
 #
 # Budget rule: the whole schedule scales with the number of people, so every size sees each photo
-# equally often: steps = 12,000 x N / 8,153 (the shipped run's 12,000 steps saw each of its 86k photos
-# ~18 times) and warm-up = 300 x N / 8,153, at least 50 steps. One cosine per size (the shipped run
-# reached 12,000 through two warm restarts, 4,000 -> 8,000 -> 12,000; said beside its point).
+# equally often: steps = 12,000 x N / 8,153 (12,000 steps see each of the 86k photos ~18 times) and
+# warm-up = 300 x N / 8,153, at least 50 steps. One cosine per size (the model shipped before reached
+# 12,000 through two warm restarts, 4,000 -> 8,000 -> 12,000, and was worse on the held-out people).
 # The held-out people are measured at the end of each run (log.jsonl), as for the shipped one; then
 # each run is exported as the shipped one was and measured on LFW through the service's pipeline
 # (nN/lfw/: the card's score; nN/lfw_cosine.json: plain cosine, the old law's protocol).
