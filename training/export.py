@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from models.inputs import NORMALISATION
-from training.config import TrainConfig, config_from_dict, load_config
+from training.config import RESUME_OVERRIDABLE, TrainConfig, config_from_dict, load_config
 
 log = logging.getLogger("training.export")
 
@@ -64,9 +64,9 @@ def reproduce_config(name: str, run: Path) -> str:
     return str(committed) if committed.exists() else str(run / "config.yaml")
 
 
-#: Fields that say where and how fast a run trains, not what it learns (``--resume`` may change them):
-#: left out of the card's command.
-WHERE_AND_HOW_FAST = {"out_dir", "threads", "device", "cache_dir", "eval_every"}
+#: Fields that say where and how fast a run trains, not what it learns (what ``--resume`` may change,
+#: but the schedule's length): left out of the card's command.
+WHERE_AND_HOW_FAST = RESUME_OVERRIDABLE - {"steps"}
 
 
 def config_overrides(cfg: TrainConfig, config: str, resumed: bool) -> list[str]:
