@@ -18,7 +18,7 @@ COPY models ./models
 COPY training ./training
 COPY migrations ./migrations
 COPY README.md ./
-# The networks exported for ONNX Runtime are made here, once, for the embedded defaults: the container's
+# The networks exported for the CPU runtimes (OpenVINO, ONNX Runtime) are made here, once, for the embedded defaults: the container's
 # first start reads them (no ~10 s export, no PyTorch import); other settings export what they lack there.
 ENV FACEREC_ONNX_CACHE_DIR=/srv/facerec/onnx
 RUN pip install --no-deps -e . && python -m models.runtime --cache /srv/facerec/onnx \

@@ -75,12 +75,13 @@ class Settings(BaseSettings):
     landmark_weights: Path = Field(_PIPELINE.landmark_weights, description="the 68-point network's weights")
     onnx_cache_dir: Path | None = Field(
         None,
-        description="where the networks exported for ONNX Runtime are kept (default: state_dir/onnx); "
+        description="where the networks exported for the CPU runtimes (OpenVINO, ONNX Runtime) are kept (default: state_dir/onnx); "
         "exporting takes ~10 s and PyTorch, reading them back 0.2 s without it",
     )
-    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         _PIPELINE.runtime,
-        description="where the networks run: auto = ONNX Runtime on a CPU (measured faster), PyTorch on a GPU",
+        description="where the networks run: auto = OpenVINO on a CPU (measured fastest; bf16 where the CPU "
+        "computes it natively: AMX, AVX-512 BF16), PyTorch on a GPU",
     )
     embedder_int8: bool = Field(
         _PIPELINE.embedder_int8,

@@ -104,7 +104,13 @@ def build_service(settings: Settings, telemetry: Telemetry | None = None) -> tup
         pipeline = build_pipeline(
             settings.pipeline_config, device, cache_dir=settings.onnx_cache_dir or settings.state_dir / "onnx"
         )
-        log.info("models loaded on %s; embedder %s", device, pipeline.embedder.version)
+        log.info(
+            "models loaded on %s (%s, %s); embedder %s",
+            device,
+            pipeline.runtime,
+            pipeline.precision,
+            pipeline.embedder.version,
+        )
         service = RecognitionService(settings, pipeline, sessions, telemetry, slot)
         service.sync_index(read)
     except BaseException:

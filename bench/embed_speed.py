@@ -5,7 +5,8 @@
 
 Each embedder runs through :class:`models.embedder.Embedder` (its card's input size and flip TTA, as the
 service runs it) on one real aligned training crop, on each of ``--runtimes``: ``torch`` (eager),
-``onnxruntime`` (the CPU service's default) and ``int8`` (the card's quantized network, ``training.quantize``). The embedders are timed in interleaved rounds, so a
+``onnxruntime``, ``openvino`` (bf16 on a CPU that computes it natively: the CPU service's default there) and
+``int8`` (the card's quantized network on ONNX Runtime, ``training.quantize``). The embedders are timed in interleaved rounds, so a
 change in the machine's load hits all of them alike; ratios are against the first ``--weights``, measured
 in the same run (the first weights on the first runtime). The issue's budget is 10 ms per face on this CPU.
 
@@ -50,7 +51,9 @@ def one_crop(path: Path | None = None) -> np.ndarray:
 
 def embedder_on(weights: Path, runtime: str, device: str = "cpu") -> Embedder:
     embedder = Embedder(weights, device)
-    if runtime != "torch":
+    if runtime == "openvino":
+        embedder.use_exported("openvino")
+    elif runtime != "torch":
         embedder.use_onnxruntime(int8=runtime == "int8")
     return embedder
 
@@ -86,6 +89,7 @@ def time_embedders(
             {
                 "weights": str(w),
                 "runtime": runtime,
+                "precision": e.precision,
                 "device": device,
                 "faces": n,
                 "architecture": e.card.architecture,
@@ -106,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, nargs="+", required=True, help="exported embedders (.pt + .json)")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument(
-        "--runtimes", nargs="+", choices=("torch", "onnxruntime", "int8"), default=["torch"], help="default: torch"
+        "--runtimes",
+        nargs="+",
+        choices=("torch", "onnxruntime", "openvino", "int8"),
+        default=["torch"],
+        help="default: torch",
     )
     parser.add_argument("--faces", type=int, nargs="+", default=[1], help="crops per call (default: 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.device != "cpu" and args.runtimes != ["torch"]:
         parser.error(
-            f"--runtimes {' '.join(args.runtimes)}: ONNX Runtime runs here on a CPU only; use torch on {args.device}"
+            f"--runtimes {' '.join(args.runtimes)}: ONNX Runtime and OpenVINO run here on a CPU only; use torch on {args.device}"
         )
     if min(args.faces) < 1:
         parser.error("--faces: at least one crop per call")

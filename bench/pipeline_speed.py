@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
         "--baseline-runtime",
-        choices=["torch", "onnxruntime"],
+        choices=["torch", "onnxruntime", "openvino"],
         help="also measure the service with FACEREC_RUNTIME set to this, in the same run",
     )
     parser.add_argument(

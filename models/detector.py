@@ -46,9 +46,11 @@ class MTCNNDetector:
 
     @property
     def key(self) -> str:
-        """Names the cascade and its settings: caches of detections are keyed by it."""
+        """Names the cascade and its settings: caches of detections are keyed by it (with ``|bf16`` when
+        its nets compute in bf16, whose boxes differ from fp32's by a fraction of a pixel)."""
         m = self.mtcnn
-        return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}|{m.thresholds[0]}"
+        precision = "|bf16" if m.precision == "bf16" else ""
+        return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}|{m.thresholds[0]}{precision}"
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Detection]:
         """Every face in an RGB uint8 ``(H, W, 3)`` image, highest score first.

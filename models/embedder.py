@@ -183,6 +183,7 @@ class Embedder(OneNetwork):
             "make it again with python -m training.quantize",
         )
         self._runner = OrtNet(model, threads)
+        self._runner.precision = "int8"
         self.version = f"{self.card.version}-int8"
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:

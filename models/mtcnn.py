@@ -186,6 +186,8 @@ class MTCNN:
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
         self.weights_dir = Path(weights_dir or wheel_weights_dir())
         self._runners: tuple | None = None
+        #: ``fp32`` or ``bf16``: what the nets compute in (OpenVINO on a CPU with native bf16: bf16).
+        self.precision = "fp32"
 
     @functools.cached_property
     def nets(self) -> tuple[PNet, RNet, ONet]:
@@ -217,6 +219,7 @@ class MTCNN:
         # the cascade on the 640x480 photo fed planar took 9.6-13.0 ms against that code's 6.8-9.1 in
         # the same rounds; fed channels-last, 8.5-10.7 against 9.3-11.6.
         self._runners = tuple(TorchNet(net, self.device, channels_last=True) for net in self.nets)
+        self.precision = "fp32"
 
     def exports(self) -> list[Export]:
         """How P-, R- and O-Net are exported for ONNX Runtime (P-Net with any image size)."""
@@ -229,7 +232,12 @@ class MTCNN:
 
     def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
         """Run the three nets on ONNX Runtime (``models.runtime``)."""
-        self._runners = tuple(onnx_net(export, cache_dir, threads) for export in self.exports())
+        self.use_exported("onnxruntime", cache_dir, threads)
+
+    def use_exported(self, runtime: str, cache_dir: Path | None = None, threads: int | None = None) -> None:
+        """Run the three exported nets on ``runtime``, ONNX Runtime or OpenVINO (``models.runtime``)."""
+        self._runners = tuple(onnx_net(export, cache_dir, threads, runtime) for export in self.exports())
+        self.precision = self._runners[0].precision
 
     def scales(self, height: int, width: int, min_face_size: float | None = None) -> list[float]:
         """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""

@@ -54,13 +54,21 @@ class FacePipeline:
         self.aligner = aligner
         self.embedder = embedder
         self.landmarker = landmarker
-        self.runtime = "torch"  # where the networks run: build_pipeline sets "onnxruntime"
+        self.runtime = "torch"  # where the networks run: build_pipeline sets it (models.runtime)
 
     @property
     def version(self) -> str:
         """What enrolled vectors are tagged with: the embedder, plus the landmark network when it
         aligns (other crops give other vectors, which must not be mixed in one gallery)."""
         return self.embedder.version + (f"+{self.landmarker.version}" if self.landmarker else "")
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` when any of its networks computes in bf16 (OpenVINO on a CPU with native bf16, or
+        PyTorch on a GPU), else ``fp32``: the vectors are the same model version either way, but caches
+        of measured outputs are kept apart by it (``training.evaluate``)."""
+        networks = [self.detector.mtcnn, self.embedder] + ([self.landmarker] if self.landmarker else [])
+        return "bf16" if any(n.precision == "bf16" for n in networks) else "fp32"
 
     def detect(
         self, image: np.ndarray, timings: Timings | None = None, min_face_size: int | None = None
@@ -112,8 +120,10 @@ class PipelineConfig:
             two (``bench/detector_profile.py``).
         aligner: ``mtcnn5`` (the detector's five points) or ``landmarks68`` (our 68-point network).
         landmark_weights: the 68-point network, used when ``aligner`` is ``landmarks68``.
-        runtime: where the networks run (``models.runtime``): ``auto`` is ONNX Runtime on a CPU and
-            PyTorch on a GPU; their outputs agree within 1e-4, so it changes speed, not results.
+        runtime: where the networks run (``models.runtime``): ``auto`` is PyTorch on a GPU and
+            OpenVINO on a CPU (in bf16 where the CPU computes it natively, else fp32). fp32 outputs
+            agree with PyTorch's within 1e-4, bf16's vectors within cosine 0.9999 of fp32's (as on a
+            GPU), so the runtime changes speed, not the model version.
         embedder_int8: run the card's int8 embedder (``training.quantize``; ONNX Runtime only). It
             changes the vectors a little, so it is a model version of its own.
     """
@@ -160,23 +170,26 @@ def build_pipeline(
     if config.aligner not in ("mtcnn5", "landmarks68"):
         raise ValueError(f"unknown aligner {config.aligner!r}; use 'mtcnn5' or 'landmarks68'")
     device = str(device)
-    on_ort = runtime.resolve(config.runtime, device) == "onnxruntime"
-    if config.embedder_int8 and not on_ort:
+    where = runtime.resolve(config.runtime, device)
+    if config.embedder_int8 and where not in runtime.EXPORTED:
         raise ValueError(
             f"the int8 embedder runs on ONNX Runtime on a CPU; runtime {config.runtime!r} on {device} "
-            "would ignore it: turn FACEREC_EMBEDDER_INT8 off or use the CPU runtime"
+            "would ignore it: turn FACEREC_EMBEDDER_INT8 off or use a CPU runtime"
         )
     landmarker = Landmarker(config.landmark_weights, device) if config.aligner == "landmarks68" else None
     pipeline = FacePipeline(
         build_detector(config, device), FivePointAligner(), Embedder(config.weights, device), landmarker
     )
     networks = [pipeline.detector.mtcnn, pipeline.embedder] + ([landmarker] if landmarker is not None else [])
-    if on_ort:
-        pipeline.runtime = "onnxruntime"
-        pipeline.detector.mtcnn.use_onnxruntime(cache_dir)
-        pipeline.embedder.use_onnxruntime(cache_dir, int8=config.embedder_int8)
+    if where in runtime.EXPORTED:
+        pipeline.runtime = where
+        pipeline.detector.mtcnn.use_exported(where, cache_dir)
+        if config.embedder_int8:  # a network of its own, quantized for ONNX Runtime
+            pipeline.embedder.use_onnxruntime(cache_dir, int8=True)
+        else:
+            pipeline.embedder.use_exported(where, cache_dir)
         if landmarker is not None:
-            landmarker.use_onnxruntime(cache_dir)
+            landmarker.use_exported(where, cache_dir)
     else:
         for network in networks:  # loaded now, not at the first photo
             network.use_torch()
@@ -184,7 +197,7 @@ def build_pipeline(
 
 
 def onnx_exports(config: PipelineConfig) -> list[Export]:
-    """How each network of the pipeline is exported for ONNX Runtime (``models.runtime``)."""
+    """How each network of the pipeline is exported for ONNX Runtime and OpenVINO (``models.runtime``)."""
     pipeline = build_pipeline(PipelineConfig(**{**config.__dict__, "runtime": "torch", "embedder_int8": False}))
     exports = [*pipeline.detector.mtcnn.exports(), pipeline.embedder.export()]
     return exports + ([pipeline.landmarker.export()] if pipeline.landmarker is not None else [])

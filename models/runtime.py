@@ -1,18 +1,27 @@
-"""Where the networks run: PyTorch eager, or ONNX Runtime on CPU.
+"""Where the networks run: PyTorch eager, or on a CPU OpenVINO or ONNX Runtime.
 
-The choice is made by measurement (``bench/runtime_speed.py``; README, "Performance"): on this 2-core
-CPU ONNX Runtime runs the detector's three small nets 1.3-3.3x faster than PyTorch eager (per-call
-overhead dominates them: P-Net on a 49x37 pyramid level 0.22 -> 0.10 ms, R-Net on 45 proposals
-4.8 -> 2.5 ms, O-Net 1.7 -> 0.5 ms) and the embedder 11% faster for one face (a batch of 2 with its
-mirror image: 10.9 -> 9.7 ms). On a GPU PyTorch stays (``auto``).
+The choice is made by measurement, network by network, on the calls the service's pipeline makes
+for the benchmark photos (``python bench/runtime_speed.py``; ``bench/results/runtime_speed.json``;
+README, "Performance"). On this machine's CPU (a Xeon with Intel AMX, which computes bfloat16
+natively) OpenVINO is the fastest for every network: in bf16 the embedder (one face and its mirror
+image) took 2.5 ms against ONNX Runtime's 9.8 (0.26 of it; 0.21 for the group photo's three faces),
+P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp32 0.45-0.72. So
+``auto`` is OpenVINO on a CPU -- in bf16 where the CPU computes it natively (OpenVINO reports
+``BF16``: AMX or AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
+where fp32 keeps 24: the vectors stay within cosine 0.9999 of fp32's (the precision the GPU path runs
+at too), so they are the same model version; boxes move by a fraction of a pixel. Measured through
+the whole pipeline, the figures do not move (README, "Performance": LFW, held-out people, crowd
+recall). ONNX Runtime (fp32; outputs equal to PyTorch's within 1e-4) stays selectable, and runs the
+int8 embedder (``training.quantize``).
 
-Both runtimes are called the same way: a float32 numpy batch in, numpy arrays out (:class:`TorchNet`,
-:class:`OrtNet`), and the code around the networks works in numpy. So a service on ONNX Runtime whose
+Every runtime is called the same way: a float32 numpy batch in, numpy arrays out (:class:`TorchNet`,
+:class:`OrtNet`, :class:`OvNet`), and the code around the networks works in numpy. So a service whose
 exported networks are cached never imports PyTorch: that import was 1.7-2.7 s of every start here.
 
 Export. Each network is exported to ONNX from its loaded PyTorch module (``torch.export``, opset 18;
 batch and, for P-Net, height and width dynamic; as fast under ONNX Runtime as the legacy
-TorchScript exporter's graphs, measured: P-Net 2.27 vs 2.30 ms, the embedder 9.86 vs 10.03 ms) and the outputs are tested equal to PyTorch's within 1e-4
+TorchScript exporter's graphs, measured: P-Net 2.27 vs 2.30 ms, the embedder 9.86 vs 10.03 ms), and
+both CPU runtimes read that file. Outputs are tested equal to PyTorch's within 1e-4 in fp32
 (``tests/test_runtime.py``). The service keeps the exported files in a cache folder, keyed by a hash
 of the weight files, the networks' code and the exporter's versions (read from the installed
 packages' metadata, not by importing them), so a restart neither exports again (~10 s on this CPU
@@ -45,7 +54,9 @@ if TYPE_CHECKING:  # PyTorch is imported where it is used: the service's imports
 
 log = logging.getLogger(__name__)
 
-Runtime = Literal["auto", "torch", "onnxruntime"]
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
+#: The runtimes that run the exported (ONNX) networks, on a CPU.
+EXPORTED = ("onnxruntime", "openvino")
 OPSET = 18  # the torch.export-based exporter's lowest
 #: The modules that define our networks: an exported file is keyed by their code too, so a change
 #: to a network is exported again even when its weights are not.
@@ -88,15 +99,21 @@ def device_kind(device: str | torch.device) -> str:
     return str(device).split(":")[0]
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively, as OpenVINO's CPU plugin reports it."""
+    return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def resolve(runtime: Runtime, device: str | torch.device) -> str:
-    """``auto``: ONNX Runtime on a CPU, PyTorch on a GPU."""
+    """``auto``: OpenVINO on a CPU, PyTorch on a GPU."""
     kind = device_kind(device)
     if runtime == "auto":
-        return "onnxruntime" if kind == "cpu" else "torch"
-    if runtime == "onnxruntime" and kind != "cpu":
-        raise ValueError(f"runtime onnxruntime runs on the CPU here; the device is {device} (use auto or torch)")
-    if runtime not in ("torch", "onnxruntime"):
-        raise ValueError(f"unknown runtime {runtime!r}; use auto, torch or onnxruntime")
+        return "openvino" if kind == "cpu" else "torch"
+    if runtime in EXPORTED and kind != "cpu":
+        raise ValueError(f"runtime {runtime} runs on the CPU here; the device is {device} (use auto or torch)")
+    if runtime not in ("torch", *EXPORTED):
+        raise ValueError(f"unknown runtime {runtime!r}; use auto, torch, onnxruntime or openvino")
     return runtime
 
 
@@ -109,6 +126,7 @@ class TorchNet:
 
     def __init__(self, module: nn.Module, device: str = "cpu", channels_last: bool = False, bf16: bool = False) -> None:
         self.module, self.device, self.channels_last, self.bf16 = module, device, channels_last, bf16
+        self.precision = "bf16" if bf16 else "fp32"
 
     def __call__(self, x: np.ndarray):
         import torch
@@ -172,6 +190,8 @@ class OrtNet:
     second is made at its first such call: start-up does not wait for it, nor holds a service that never
     shares its cores one in memory."""
 
+    precision = "fp32"
+
     def __init__(self, model: bytes, threads: int | None = None) -> None:
         threads = threads or default_threads()
         self.session = self._session(model, threads)
@@ -208,6 +228,81 @@ class OrtNet:
         session = self.single if running_single_threaded() else self.session
         out = session.run(None, {"x": np.ascontiguousarray(x, np.float32)})
         return out[0] if self.outputs == 1 else tuple(out)
+
+
+@functools.cache
+def _openvino_core():
+    # OpenVINO's runtime reads ONNX files itself and sends nothing anywhere (its telemetry lives in
+    # its model-conversion tools, which are not used here).
+    import openvino
+
+    return openvino.Core()
+
+
+class _Compiled:
+    """One OpenVINO compiled network and an inference request of each calling thread's own (requests
+    are not thread-safe; two photos run at once on one compiled network, measured to overlap)."""
+
+    def __init__(self, network) -> None:
+        self.network = network
+        self._local = threading.local()
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.network.create_infer_request()
+        # The outputs are copied out of the request (share_outputs=False), which the thread's next call reuses.
+        return request.infer({0: x}, share_inputs=True).to_tuple()
+
+
+class OvNet:
+    """An OpenVINO network called like :class:`OrtNet`: the same exported ONNX file, compiled for the
+    CPU in bf16 where the CPU computes it natively (``precision`` ``auto``), else in fp32.
+
+    As :class:`OrtNet`, it holds a network compiled for ``threads`` threads and, when that is more than
+    one, one for calls inside :func:`single_threaded` (compiled at its first such call) that runs each
+    call on one thread: ``threads`` streams of one thread, as a stream runs one call at a time (photos
+    sharing the cores on one one-thread stream were measured to wait for each other: two callers ran
+    120-126 photos/s in process against one caller's 127-131)."""
+
+    def __init__(self, model: bytes, threads: int | None = None, precision: Literal["auto", "bf16", "fp32"] = "auto"):
+        threads = threads or default_threads()
+        if precision == "auto":
+            precision = "bf16" if native_bf16() else "fp32"
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"unknown precision {precision!r}; use auto, bf16 or fp32")
+        self.precision, self.threads = precision, threads
+        self._graph = _openvino_core().read_model(model)
+        self.compiled = self._compile(threads)
+        self.outputs = len(self.compiled.network.outputs)
+        self._single = None if threads > 1 else self.compiled
+        self._lock = threading.Lock()
+
+    def _compile(self, threads: int, streams: int = 1) -> _Compiled:
+        config = {
+            "INFERENCE_NUM_THREADS": threads * streams,
+            "NUM_STREAMS": streams,
+            "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[self.precision],
+        }
+        return _Compiled(_openvino_core().compile_model(self._graph, "CPU", config))
+
+    @property
+    def single(self) -> _Compiled:
+        """The network compiled to run each call on one thread (the only one of a one-thread network)."""
+        if self._single is None:
+            with self._lock:
+                if self._single is None:
+                    self._single = self._compile(1, self.threads)
+        return self._single
+
+    def __call__(self, x: np.ndarray):
+        compiled = self.single if running_single_threaded() else self.compiled
+        out = compiled(np.ascontiguousarray(x, np.float32))
+        return out[0] if self.outputs == 1 else tuple(out)
+
+
+#: The runner class of each runtime that runs exported networks.
+RUNNERS = {"onnxruntime": OrtNet, "openvino": OvNet}
 
 
 @dataclass(frozen=True)
@@ -251,27 +346,47 @@ class OneNetwork:
         """Run the network with PyTorch on the holder's device."""
         self._runner = self.torch_net()
 
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` (or ``int8``, the int8 embedder): what the network computes in where it
+        runs now. Caches of its outputs are kept apart by it (``training.evaluate``), though bf16's
+        vectors are the same model version."""
+        return self.runner.precision
+
     def use_onnxruntime(self, cache_dir: Path | None = None, threads: int | None = None) -> None:
         """Run the network on ONNX Runtime, read from ``cache_dir`` or exported (:func:`onnx_net`)."""
-        self._runner = onnx_net(self.export(), cache_dir, threads)
+        self.use_exported("onnxruntime", cache_dir, threads)
+
+    def use_exported(self, runtime: str, cache_dir: Path | None = None, threads: int | None = None) -> None:
+        """Run the exported network on ``runtime`` (one of :data:`EXPORTED`; :func:`onnx_net`)."""
+        self._runner = onnx_net(self.export(), cache_dir, threads, runtime)
 
 
-def onnx_net(export: Export, cache_dir: Path | None, threads: int | None = None) -> OrtNet:
-    """The network on ONNX Runtime: read from ``cache_dir`` when exported before (its module is then
+def exported_model(export: Export, cache_dir: Path | None) -> bytes:
+    """The network as an ONNX model: read from ``cache_dir`` when exported before (its module is then
     never built, and PyTorch never imported), else exported (and written there atomically when a
     cache folder is given)."""
     if cache_dir is None:
-        return OrtNet(export.onnx(), threads)
+        return export.onnx()
     path = Path(cache_dir) / f"{export.name}-{cache_key(export.shape, export.dynamic, export.sources)}.onnx"
     if path.exists():
-        return OrtNet(path.read_bytes(), threads)
+        return path.read_bytes()
     model = export.onnx()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(model)
     tmp.replace(path)
     log.info("exported %s to %s", export.name, path)
-    return OrtNet(model, threads)
+    return model
+
+
+def onnx_net(
+    export: Export, cache_dir: Path | None, threads: int | None = None, runtime: str = "onnxruntime"
+) -> OrtNet | OvNet:
+    """The exported network (:func:`exported_model`) on ``runtime``, ONNX Runtime or OpenVINO."""
+    if runtime not in RUNNERS:
+        raise ValueError(f"runtime {runtime!r} does not run exported networks; use one of {', '.join(RUNNERS)}")
+    return RUNNERS[runtime](exported_model(export, cache_dir), threads)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.db import crud
-from models import DEFAULT_WEIGHTS
+from models import DEFAULT_WEIGHTS, runtime
 from models.embedder import ModelCard, load_score_function
 from models.metrics import idrate
 from tests.helpers import EXPECTED, enroll_all, files, make_client, matched_names, top_candidates
@@ -18,7 +18,11 @@ def test_enroll_identify_delete_restart(known: Path, data: Path, tmp_path: Path,
     state = tmp_path / "state"
     with make_client(state, database_url=database_url) as client:
         ids = enroll_all(client, known)
-        assert client.get("/health").json()["faces_indexed"] == 9
+        health = client.get("/health").json()
+        assert health["faces_indexed"] == 9
+        # where the networks run, as the service chose it on this machine (models.runtime.resolve)
+        assert health["runtime"] == runtime.resolve("auto", "cpu")
+        assert health["precision"] == ("bf16" if health["runtime"] == "openvino" else "fp32")
 
         for name, people in EXPECTED.items():
             names = matched_names(client, known / "test" / name)

@@ -144,7 +144,7 @@ def test_a_photo_that_enters_the_networks_while_another_is_inside_runs_them_on_o
     photo = one_face_photos(data)[0]
     with make_client(tmp_path / "state", inference_concurrency=2, inference_share_cores=share) as client:
         service = client.app.state.service
-        assert service.pipeline.runtime == "onnxruntime"
+        assert service.pipeline.runtime == runtime.resolve("auto", "cpu")  # a CPU runtime: cores are shared
         detect, seen = service.pipeline.detect, []
 
         def recorded(*args, **kwargs):

@@ -89,13 +89,18 @@ def test_large_boxes_are_read_from_halvings_and_the_boxes_returned_are_the_ones_
     assert diff.mean() < 1.5, diff.mean()
 
 
-def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data):
+@pytest.mark.parametrize("where", ["torch", "served"])
+def test_finds_the_hand_marked_crowd_faces_and_nothing_on_dogs(data, tmp_path, where):
+    """On PyTorch, and on the runtime the service runs here (OpenVINO in bf16 on a CPU with native bf16)."""
     from app.services.images import decode_image
+    from models import runtime
     from models.pipeline import PipelineConfig, build_detector
     from training.crowds import crowd_recall
 
     crowds = data / "photos" / "crowds"
     detector = build_detector(PipelineConfig())  # the service's settings
+    if where == "served":
+        detector.mtcnn.use_exported(runtime.resolve("auto", "cpu"), tmp_path)
     load = lambda p: decode_image(p.read_bytes(), p.name, max_bytes=10**8, max_pixels=10**8).pixels  # noqa: E731
     recall = crowd_recall(detector, crowds, load)
     found, total, extra = recall["found"], recall["marked"], recall["unmatched_detections"]

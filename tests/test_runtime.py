@@ -1,5 +1,6 @@
-"""ONNX Runtime gives the same answers as PyTorch: each exported network's outputs within 1e-4 of
-the module's on real inputs, and the whole pipeline the same faces and vectors (models.runtime)."""
+"""ONNX Runtime and OpenVINO give the same answers as PyTorch: each exported network's outputs within
+1e-4 of the module's on real inputs (OpenVINO in fp32), and the whole pipeline the same faces and
+vectors -- in bf16 too, within what bf16 keeps (models.runtime)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PIL import Image
 from models import runtime
 from models.embedder import Embedder
 from models.pipeline import PipelineConfig, build_pipeline, onnx_exports
-from models.runtime import OrtNet
+from models.runtime import OrtNet, OvNet
 
 TOLERANCE = 1e-4
 
@@ -35,18 +36,25 @@ def pipelines(tmp_path_factory):
     )
 
 
-def test_auto_is_onnxruntime_on_a_cpu_and_torch_on_a_gpu():
-    assert runtime.resolve("auto", "cpu") == runtime.resolve("auto", torch.device("cpu")) == "onnxruntime"
+def test_auto_is_openvino_on_a_cpu_and_torch_on_a_gpu():
+    assert runtime.resolve("auto", "cpu") == runtime.resolve("auto", torch.device("cpu")) == "openvino"
     assert runtime.resolve("auto", "cuda:0") == runtime.resolve("auto", torch.device("cuda")) == "torch"
-    with pytest.raises(ValueError, match="runs on the CPU"):
-        runtime.resolve("onnxruntime", "cuda")
+    for name in ("onnxruntime", "openvino"):
+        with pytest.raises(ValueError, match="runs on the CPU"):
+            runtime.resolve(name, "cuda")
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        runtime.resolve("tensorrt", "cpu")
 
 
+RUNNERS = {"onnxruntime": OrtNet, "openvino-fp32": lambda model: OvNet(model, precision="fp32")}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
 @pytest.mark.parametrize("aligner", ["mtcnn5", "landmarks68"])
-def test_every_exported_network_gives_the_modules_outputs(aligner: str):
+def test_every_exported_network_gives_the_modules_outputs(aligner: str, runner: str):
     rng = np.random.default_rng(0)
     for export in onnx_exports(PipelineConfig(aligner=aligner)):
-        net, session = export.build(), OrtNet(export.onnx())
+        net, session = export.build(), RUNNERS[runner](export.onnx())
         shapes = [export.shape]
         if 2 in export.dynamic:  # P-Net: other image sizes than the example's
             shapes += [(1, 3, 37, 49), (1, 3, 144, 192)]
@@ -195,3 +203,105 @@ def test_a_two_thread_network_holds_a_one_thread_session_that_answers_the_same()
     assert np.abs(wide - narrow).max() <= TOLERANCE
     alone = OrtNet(model, threads=1)
     assert alone.single is alone.session  # a one-thread network needs no second session
+
+
+needs_bf16 = pytest.mark.skipif(not runtime.native_bf16(), reason="this CPU does not compute bf16 natively")
+
+
+@pytest.fixture(scope="module")
+def openvino_pipeline(pipelines):
+    _, _, cache = pipelines
+    return build_pipeline(PipelineConfig(runtime="openvino"), cache_dir=cache)
+
+
+def test_openvino_computes_in_bf16_exactly_where_the_cpu_does_it_natively():
+    (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "onet"]
+    net = OvNet(export.onnx())
+    assert net.precision == ("bf16" if runtime.native_bf16() else "fp32")
+    compiled_in = net.compiled.network.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    assert compiled_in == {"bf16": "bf16", "fp32": "f32"}[net.precision]
+    assert (
+        OvNet(export.onnx(), precision="fp32").compiled.network.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        == "f32"
+    )  # asked for fp32, compiled in fp32 even where bf16 is native
+
+
+@needs_bf16
+def test_openvino_in_bf16_finds_the_same_faces_and_vectors_of_the_same_model_version(
+    pipelines, openvino_pipeline, group_photo
+):
+    """bf16 keeps 8 bits of mantissa: boxes move by a fraction of a pixel and vectors by a tiny angle
+    (measured: 0.16 px, cosine 0.99973 at worst on this photo), far below the gap between a match and a
+    non-match (the card's thresholds are 0.4-0.8 apart from 1), so the vectors are the same version."""
+    eager, _, _ = pipelines
+    assert openvino_pipeline.runtime == "openvino" and openvino_pipeline.precision == "bf16"
+    assert openvino_pipeline.embedder.runner.precision == "bf16"
+    a, b = eager.faces(group_photo), openvino_pipeline.faces(group_photo)
+    assert len(a) == len(b) >= 2
+    for x, y in zip(a, b):
+        assert np.abs(x.box - y.box).max() < 1.0
+        assert float(np.dot(x.embedding, y.embedding)) > 0.999
+    assert openvino_pipeline.version == eager.version
+    # ... but what was measured with it is kept apart from fp32's measurements
+    assert openvino_pipeline.detector.key == eager.detector.key + "|bf16"
+
+
+@needs_bf16
+def test_bf16_embeddings_of_real_faces_on_openvino_stay_close_to_fp32(data):
+    import cv2
+
+    from models import DEFAULT_WEIGHTS
+
+    paths = sorted((data / "recognition" / "train").glob("pins_*/*.jpg"))[::300][:24]
+    crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+    fp32, bf16 = Embedder(DEFAULT_WEIGHTS), Embedder(DEFAULT_WEIGHTS)
+    bf16.use_exported("openvino")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.embed(crops), bf16.embed(crops)
+    cosines = (a * b).sum(1)
+    assert len(crops) == 24 and 0.999 < cosines.min() and cosines.max() < 0.9999999, cosines  # close, and bf16
+    assert ((a @ a.T).argsort(1)[:, -2] == (b @ b.T).argsort(1)[:, -2]).mean() >= 0.9
+
+
+def test_openvino_networks_answer_the_same_from_several_threads_at_once():
+    """Each calling thread has its own inference request: two photos in the networks at once (the
+    inference gate lets two in) get the answers they would get alone."""
+    import concurrent.futures
+
+    (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "embedder"]
+    net = OvNet(export.onnx(), threads=2)
+    rng = np.random.default_rng(2)
+    batches = [rng.uniform(-1, 1, (2, *export.shape[1:])).astype(np.float32) for _ in range(8)]
+    alone = [net(x) for x in batches]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(net, batches * 4))
+    for i, got in enumerate(together):
+        assert np.array_equal(got, alone[i % len(batches)])
+
+
+def test_an_openvino_network_on_two_threads_holds_a_one_thread_per_call_one_that_answers_the_same():
+    """Photos that share the cores run one thread each, side by side: one stream per thread (a stream runs
+    one call at a time; two photos on one one-thread stream would wait for each other)."""
+    (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "embedder"]
+    model = export.onnx()
+    net = OvNet(model, threads=2, precision="fp32")
+    wide = net.compiled.network
+    assert (wide.get_property("NUM_STREAMS"), wide.get_property("INFERENCE_NUM_THREADS")) == (1, 2)
+    assert net.single is not net.compiled
+    narrow = net.single.network
+    assert (narrow.get_property("NUM_STREAMS"), narrow.get_property("INFERENCE_NUM_THREADS")) == (2, 2)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, *export.shape[1:])).astype(np.float32)
+    wide = net(x)
+    with runtime.single_threaded():
+        narrow = net(x)
+    assert np.abs(wide - narrow).max() <= TOLERANCE
+    alone = OvNet(model, threads=1)
+    assert alone.single is alone.compiled
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        OvNet(model, precision="fp16")
+
+
+def test_a_runtime_that_runs_no_exported_networks_is_refused():
+    (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "onet"]
+    with pytest.raises(ValueError, match="does not run exported networks"):
+        runtime.onnx_net(export, None, runtime="torch")

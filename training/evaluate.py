@@ -199,19 +199,23 @@ DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
 
 
 def embeddings_path(cache_dir: Path, pipeline: FacePipeline, alignment: str = "auto") -> Path:
-    """Where the raw LFW embeddings of one pipeline version (TTA setting, alignment) are kept."""
-    return embeddings_file(cache_dir, pipeline.version, pipeline.embedder.card.flip_tta, alignment)
+    """Where the raw LFW embeddings of one pipeline version (TTA setting, alignment, precision) are kept."""
+    return embeddings_file(cache_dir, pipeline.version, pipeline.embedder.card.flip_tta, alignment, pipeline.precision)
 
 
-def embeddings_file(cache_dir: Path, version: str, flip_tta: bool, alignment: str = "auto") -> Path:
-    suffix = "" if alignment == "auto" else f"_{alignment}"
+def embeddings_file(
+    cache_dir: Path, version: str, flip_tta: bool, alignment: str = "auto", precision: str = "fp32"
+) -> Path:
+    suffix = ("" if alignment == "auto" else f"_{alignment}") + ("" if precision == "fp32" else f"_{precision}")
     return Path(cache_dir) / "embeddings" / f"lfw_{version}_flip{int(flip_tta)}{suffix}.npz"
 
 
 def cached_embeddings(weights: Path, embedder: Embedder, cache_dir: Path = DEFAULT_CACHE) -> dict[str, np.ndarray]:
     """The raw LFW embeddings an earlier ``training.evaluate --weights weights`` (default pipeline:
-    MTCNN's five points) left in ``cache_dir``; for probes that re-score them without re-embedding."""
-    path = embeddings_file(cache_dir, embedder.version, embedder.card.flip_tta)
+    MTCNN's five points, at the precision the service's pipeline runs in on this machine) left in
+    ``cache_dir``; for probes that re-score them without re-embedding."""
+    precision = build_pipeline(pipeline_config(weights)).precision
+    path = embeddings_file(cache_dir, embedder.version, embedder.card.flip_tta, precision=precision)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run python -m training.evaluate --weights {weights} first")
     return load_embeddings(path)
@@ -266,6 +270,7 @@ def run_evaluation(
     # Which cascade and settings found the faces (version | min score | min face | max side | pyramid
     # factor | P-Net threshold): the figures change when detection does, so they say what they were measured with.
     result["detector"] = d.key
+    result["runtime"], result["precision"] = pipeline.runtime, pipeline.precision  # where the networks ran
     roc = metrics.roc_curve(*result["_curves"])
     how = (
         "detector box cropped square, no alignment"
@@ -354,9 +359,9 @@ def main(argv: list[str] | None = None) -> None:
         args.embedder_int8,
     )
     if args.update_card:
-        from training.heldout import evaluate_heldout
+        from training.heldout import evaluate_heldout, served_embedder
 
-        heldout = evaluate_heldout(Embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
+        heldout = evaluate_heldout(served_embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
         update_card(args.weights.with_suffix(".json"), result, heldout)
     log.info(
         "LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s",

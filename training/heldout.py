@@ -31,7 +31,8 @@ import numpy as np
 from models import metrics
 from models.embedder import Embedder
 from models.inputs import resize_crop
-from training.evaluate import CALIBRATION_FPRS, FPIRS, FPRS  # the same operating points as LFW's report
+from models.pipeline import build_pipeline
+from training.evaluate import CALIBRATION_FPRS, FPIRS, FPRS, pipeline_config  # LFW's operating points
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.heldout")
@@ -71,10 +72,12 @@ def embed_people(
     batch: int = 256,
     webp_quality: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Unit embedding of every crop (the card's flip TTA), cached by model version and file list.
-    ``webp_quality`` > 0 first passes each crop through :func:`webp_roundtrip` (what packing costs)."""
+    """Unit embedding of every crop (the card's flip TTA), cached by model version, precision and file
+    list. ``webp_quality`` > 0 first passes each crop through :func:`webp_roundtrip` (what packing costs)."""
     names = [n for imgs in people.values() for n in imgs]
-    tag = f"{embedder.version}|{embedder.card.flip_tta}|{webp_quality}|"
+    tag = f"{embedder.version}|{embedder.card.flip_tta}|{webp_quality}|" + (
+        "bf16|" if embedder.precision == "bf16" else ""
+    )
     key = hashlib.sha1((tag + "|".join(names)).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / "embeddings" / f"heldout_{key}.npy" if cache_dir else None
 
@@ -176,6 +179,12 @@ def evaluate_heldout(
     return result
 
 
+def served_embedder(weights: Path, int8: bool = False) -> Embedder:
+    """The embedder as the service runs it on this machine (``models.pipeline.build_pipeline``: its
+    runtime and precision); with ``int8``, the card's int8 network, whose version ends in ``-int8``."""
+    return build_pipeline(pipeline_config(weights, int8=int8)).embedder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, required=True)
@@ -190,9 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    embedder = Embedder(args.weights)
-    if args.embedder_int8:
-        embedder.use_onnxruntime(int8=True)  # its version ends in -int8, so its cached vectors are its own
+    embedder = served_embedder(args.weights, args.embedder_int8)
     result = evaluate_heldout(embedder, args.heldout.expanduser(), args.cache_dir, args.webp_quality)
     result.pop("_curves")
     result.pop("_open_set")

@@ -46,7 +46,8 @@ for N in ${SIZES:-500 1000 2500 5000}; do
   fi
   if [ ! -f "$OUT/lfw_cosine.json" ]; then  # the embeddings training.evaluate cached, rescored with plain cosine
     CACHE=$("$PY" -c "import json; from training.evaluate import DEFAULT_CACHE, embeddings_file
-print(embeddings_file(DEFAULT_CACHE, json.load(open('$OUT/lfw/metrics.json'))['model']['version'], flip_tta=True))")
+m = json.load(open('$OUT/lfw/metrics.json'))
+print(embeddings_file(DEFAULT_CACHE, m['model']['version'], flip_tta=True, precision=m.get('precision', 'fp32')))")
     "$PY" -m training.fusion "$CACHE" --out "$OUT/lfw_cosine.json"
   fi
 done

@@ -125,6 +125,8 @@ class ReplicaOut(BaseModel):
 class HealthOut(BaseModel):
     status: str = Field(description="'ok', or 'degraded' (HTTP 503) while the database cannot be read")
     device: str
+    runtime: str = Field(description="where the networks run: 'openvino', 'onnxruntime' (a CPU) or 'torch'")
+    precision: str = Field(description="'bf16' or 'fp32': what the networks compute in (the same model version)")
     model_version: str
     auth: str = Field(description="'api_key', or 'disabled' in insecure development mode")
     database: str = Field(description="'ok', or what is wrong with it")

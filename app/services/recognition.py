@@ -359,12 +359,13 @@ class RecognitionService:
         points are in the uploaded photo's pixels. ``min_face`` overrides the detector's smallest face."""
         timings = Timings() if timings is None else timings
         before = dict(timings)
-        with timings.stage("decode"):
-            image = self.decode(upload)
-        with self._inference() as shared:
-            detections = self.pipeline.detect(image.pixels, timings, min_face)
-            kept = detections[: self.settings.max_faces]
-            faces = self.pipeline.embed_detections(image.pixels, kept, timings)
+        with self._inference.arrive():
+            with timings.stage("decode"):
+                image = self.decode(upload)
+            with self._inference() as shared:
+                detections = self.pipeline.detect(image.pixels, timings, min_face)
+                kept = detections[: self.settings.max_faces]
+                faces = self.pipeline.embed_detections(image.pixels, kept, timings)
         self.telemetry.observe_stages({k: v - before.get(k, 0.0) for k, v in timings.items()})
         self.telemetry.faces.observe(len(detections))
         self.telemetry.inference.labels("one" if shared else "all").inc()

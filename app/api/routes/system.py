@@ -18,12 +18,14 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 def health(service: ServiceDep, request: Request) -> HealthOut | JSONResponse:
-    """Liveness plus what is loaded: device, model version, gallery size, whether keys are checked,
+    """Liveness plus what is loaded: device, runtime and precision, model version, gallery size, whether keys are checked,
     which database and how far this replica's index has followed it. The only endpoint that needs no
     API key. 503 with ``status: "degraded"`` and the reason in ``database`` while the database cannot
     be read (load balancers take the replica out; it recovers by itself)."""
     base = {
         "device": str(service.pipeline.embedder.device),
+        "runtime": service.pipeline.runtime,
+        "precision": service.pipeline.precision,
         "model_version": service.model_version,
         "auth": "api_key" if request.app.state.keys.enabled else "disabled",
     }
@@ -63,6 +65,8 @@ def prometheus(request: Request) -> Response:
         {
             "version": service.model_version,
             "device": str(service.pipeline.embedder.device),
+            "runtime": service.pipeline.runtime,
+            "precision": service.pipeline.precision,
             "index_kind": service.index.kind,
         }
     )
