@@ -2,7 +2,9 @@
 # The GPU path measured (issue "Speed", item 4): the same benchmark as the README's table
 # (bench/pipeline_speed.py: /identify p50 / p95 and its stages, enrolment, 1 / 4 / 16 clients) with the
 # service on a lent GPU (PyTorch, bf16 autocast for the embedder), the same machine's CPU in the same
-# run as the baseline (ONNX Runtime, as a CPU service), and the embedder alone at 1 / 8 / 64 faces per
+# run as the baseline (ONNX Runtime, as a CPU service without OpenVINO runs: its 59 MB wheel does not fit
+# in what a device call carries, so that machine's CPU figures are ONNX Runtime's, not this CPU's
+# default OpenVINO's), and the embedder alone at 1 / 8 / 64 faces per
 # call (bench/embed_speed.py). Peers are left out (dlib is not on that machine).
 #
 # Here, once (PyPI reachable; it writes only git-ignored folders):

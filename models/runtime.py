@@ -105,11 +105,20 @@ def native_bf16() -> bool:
     return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+@functools.cache
+def openvino_installed() -> bool:
+    """Whether OpenVINO can be imported (a dependency; an environment assembled by hand, such as the GPU
+    benchmark's, may lack it). Asked without importing it."""
+    return importlib.util.find_spec("openvino") is not None
+
+
 def resolve(runtime: Runtime, device: str | torch.device) -> str:
-    """``auto``: OpenVINO on a CPU, PyTorch on a GPU."""
+    """``auto``: OpenVINO on a CPU (ONNX Runtime where OpenVINO is not installed), PyTorch on a GPU."""
     kind = device_kind(device)
     if runtime == "auto":
-        return "openvino" if kind == "cpu" else "torch"
+        if kind != "cpu":
+            return "torch"
+        return "openvino" if openvino_installed() else "onnxruntime"
     if runtime in EXPORTED and kind != "cpu":
         raise ValueError(f"runtime {runtime} runs on the CPU here; the device is {device} (use auto or torch)")
     if runtime not in ("torch", *EXPORTED):

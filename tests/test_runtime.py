@@ -36,8 +36,12 @@ def pipelines(tmp_path_factory):
     )
 
 
-def test_auto_is_openvino_on_a_cpu_and_torch_on_a_gpu():
+def test_auto_is_openvino_on_a_cpu_and_torch_on_a_gpu(monkeypatch):
     assert runtime.resolve("auto", "cpu") == runtime.resolve("auto", torch.device("cpu")) == "openvino"
+    monkeypatch.setattr(runtime, "openvino_installed", lambda: False)  # an environment assembled by hand
+    assert runtime.resolve("auto", "cpu") == "onnxruntime"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        runtime.resolve("openvino", "cuda")
     assert runtime.resolve("auto", "cuda:0") == runtime.resolve("auto", torch.device("cuda")) == "torch"
     for name in ("onnxruntime", "openvino"):
         with pytest.raises(ValueError, match="runs on the CPU"):
