@@ -31,8 +31,9 @@ class LiveServer:
     """``uvicorn app.main:app`` on a free port over ``state_dir``, with the test admin key; the app is
     this checkout's, or the one in ``root`` (another checkout, for a benchmark's before-and-after)."""
 
-    def __init__(self, state_dir: Path, log_path: Path, root: Path = ROOT, **env: str) -> None:
+    def __init__(self, state_dir: Path, log_path: Path, root: Path = ROOT, workers: int = 1, **env: str) -> None:
         self.state_dir, self.log_path, self.extra_env = Path(state_dir), Path(log_path), env
+        self.workers = workers  # uvicorn --workers: processes serving one state directory
         self.root = Path(root)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -64,6 +65,7 @@ class LiveServer:
                 str(self.port),
                 "--log-level",
                 "warning",
+                *(["--workers", str(self.workers)] if self.workers > 1 else []),
             ],
             cwd=self.root,
             env=env,

@@ -7,7 +7,9 @@ A setting is FACEREC_INFERENCE_CONCURRENCY (photos whose networks may run at onc
 ``/`` and FACEREC_INFERENCE_SHARE_CORES (1: a photo that enters while another is inside runs its
 networks on one thread; the service's default when omitted). For each setting in turn (repeat them to
 see the machine's noise): a live server with six enrolled faces, then 96 requests of the 640x480
-one-face photo from 1, 4 and 16 clients: requests/s and the server's CPU per request.
+one-face photo from 1, 4 and 16 clients: requests/s and the server's CPU per request (its worker
+processes included). ``--workers N`` serves with N uvicorn processes on the one state directory, and
+``--threads T`` gives each process's networks T threads (``OMP_NUM_THREADS``; default: every core).
 A benchmark, not a test: run it with nothing else on the machine.
 """
 
@@ -33,6 +35,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=data_root())
     parser.add_argument("--settings", nargs="+", default=["2", "0", "2", "0"], help="CONCURRENCY[/SHARE_CORES]")
     parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="network threads per process (OMP_NUM_THREADS)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference_gate.json")
     args = parser.parse_args()
     known = args.data / "photos" / "known_people" / "knn_examples"
@@ -43,9 +47,11 @@ def main() -> None:
         env = {"FACEREC_INFERENCE_CONCURRENCY": str(int(concurrency))}
         if share:
             env["FACEREC_INFERENCE_SHARE_CORES"] = str(int(share))
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
         with (
             tempfile.TemporaryDirectory() as tmp,
-            LiveServer(Path(tmp) / "state", Path(tmp) / "server.log", **env) as srv,
+            LiveServer(Path(tmp) / "state", Path(tmp) / "server.log", workers=args.workers, **env) as srv,
         ):
             with srv.client() as c:
                 for p in sorted((known / "train").glob("*/*"))[:6]:
@@ -59,6 +65,8 @@ def main() -> None:
             row = {
                 "inference_concurrency": int(concurrency),
                 **({"inference_share_cores": bool(int(share))} if share else {}),
+                "workers": args.workers,
+                **({"threads": args.threads} if args.threads else {}),
                 "requests_per_s": {n: r["requests_per_s"] for n, r in runs.items()},
                 "server_cpu_ms_per_request": {n: r["server_cpu_ms_per_request"] for n, r in runs.items()},
             }

@@ -98,9 +98,12 @@ def time_peer(peer, rgb: np.ndarray, repeats: int) -> dict:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``), in seconds."""
+    """User + system CPU time a process and its live child processes (uvicorn's workers) have used so
+    far (Linux ``/proc``), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 def throughput(server: LiveServer, photo, clients: int, requests: int) -> dict:
