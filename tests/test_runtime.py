@@ -194,17 +194,22 @@ def test_a_photo_sharing_the_cores_runs_one_thread_sessions_with_the_same_answer
         assert float(np.dot(x.embedding, y.embedding)) > 0.99999
 
 
+def assert_one_thread_answers_the_same(net, shape: tuple[int, ...]) -> None:
+    """A call inside ``single_threaded`` (the other compiled network or session) gives the same outputs."""
+    x = np.random.default_rng(1).uniform(-1, 1, (2, *shape[1:])).astype(np.float32)
+    wide = net(x)
+    with runtime.single_threaded():
+        narrow = net(x)
+    assert np.abs(wide - narrow).max() <= TOLERANCE
+
+
 def test_a_two_thread_network_holds_a_one_thread_session_that_answers_the_same():
     (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "embedder"]
     model = export.onnx()
     session = OrtNet(model, threads=2)
     assert session.single is not session.session
     assert session.session.get_session_options().intra_op_num_threads == 2
-    x = np.random.default_rng(1).uniform(-1, 1, (2, *export.shape[1:])).astype(np.float32)
-    wide = session(x)
-    with runtime.single_threaded():
-        narrow = session(x)
-    assert np.abs(wide - narrow).max() <= TOLERANCE
+    assert_one_thread_answers_the_same(session, export.shape)
     alone = OrtNet(model, threads=1)
     assert alone.single is alone.session  # a one-thread network needs no second session
 
@@ -294,11 +299,7 @@ def test_an_openvino_network_on_two_threads_holds_a_one_thread_per_call_one_that
     assert net.single is not net.compiled
     narrow = net.single.network
     assert (narrow.get_property("NUM_STREAMS"), narrow.get_property("INFERENCE_NUM_THREADS")) == (2, 2)
-    x = np.random.default_rng(1).uniform(-1, 1, (2, *export.shape[1:])).astype(np.float32)
-    wide = net(x)
-    with runtime.single_threaded():
-        narrow = net(x)
-    assert np.abs(wide - narrow).max() <= TOLERANCE
+    assert_one_thread_answers_the_same(net, export.shape)
     alone = OvNet(model, threads=1)
     assert alone.single is alone.compiled
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
