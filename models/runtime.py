@@ -10,7 +10,7 @@ P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp3
 ``BF16``: AMX or AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
 where fp32 keeps 24: the vectors stay within cosine 0.9999 of fp32's (the precision the GPU path runs
 at too), so they are the same model version; boxes move by a fraction of a pixel. Measured through
-the whole pipeline, the figures do not move (README, "Performance": LFW, held-out people, crowd
+the whole pipeline, the figures do not move (README, "Measured": LFW, held-out people, crowd
 recall). ONNX Runtime (fp32; outputs equal to PyTorch's within 1e-4) stays selectable, and runs the
 int8 embedder (``training.quantize``).
 
@@ -249,8 +249,8 @@ def _openvino_core():
 
 
 class _Compiled:
-    """One OpenVINO compiled network and an inference request of each calling thread's own (requests
-    are not thread-safe; two photos run at once on one compiled network, measured to overlap)."""
+    """One OpenVINO compiled network and an inference request of each calling thread's own (a request
+    is not thread-safe; calls of several threads run side by side up to the network's streams)."""
 
     def __init__(self, network) -> None:
         self.network = network

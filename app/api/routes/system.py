@@ -18,8 +18,8 @@ router = APIRouter(tags=["system"])
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 def health(service: ServiceDep, request: Request) -> HealthOut | JSONResponse:
-    """Liveness plus what is loaded: device, runtime and precision, model version, gallery size, whether keys are checked,
-    which database and how far this replica's index has followed it. The only endpoint that needs no
+    """Liveness plus what is loaded: device, runtime and precision, model version, gallery size, whether
+    keys are checked, which database and how far this replica's index has followed it. The only endpoint that needs no
     API key. 503 with ``status: "degraded"`` and the reason in ``database`` while the database cannot
     be read (load balancers take the replica out; it recovers by itself)."""
     base = {
