@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         _PIPELINE.runtime,
         description="where the networks run: auto = OpenVINO on a CPU (measured fastest; bf16 where the CPU "
-        "computes it natively: AMX, AVX-512 BF16), PyTorch on a GPU",
+        "computes it natively: AMX, AVX-512 BF16; P-Net on ONNX Runtime), PyTorch on a GPU",
     )
     embedder_int8: bool = Field(
         _PIPELINE.embedder_int8,

@@ -16,6 +16,11 @@ the same rounds (median of the per-round ratios); and how far each runtime's out
 PyTorch's (largest absolute difference; for the embedder, the smallest cosine of a face's vector to
 PyTorch's, flip halves summed as the service does).
 
+Then **first sight of a shape**: OpenVINO compiles its kernels for each new input shape at its first
+call. Per network and CPU runtime, a fresh runner is called on ``--new-shapes`` inputs it has not seen
+(P-Net: pyramid levels of random sizes; the others: batch sizes 1 ... N), then on the same ones again:
+the milliseconds per call both times (what a photo of a size not seen before costs, and once seen).
+
 A benchmark, not a test: run it with nothing else on the machine (training paused).
 """
 
@@ -103,11 +108,40 @@ def distance(name: str, got: list[np.ndarray], ref: list[np.ndarray]) -> dict:
     return result
 
 
+def first_sight(config, runtimes: list[str], count: int) -> dict:
+    """Per network and CPU runtime: ms per call on ``count`` input shapes a fresh runner has not seen,
+    then on the same shapes again."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for export in onnx_exports(config):
+        if 2 in export.dynamic:  # P-Net: pyramid levels of any size
+            shapes = [
+                (1, 3, int(h), int(w)) for h, w in zip(rng.integers(24, 400, count), rng.integers(24, 400, count))
+            ]
+        else:
+            shapes = [(n, *export.shape[1:]) for n in range(1, count + 1)]
+        model, row = export.onnx(), {}
+        for name in (r for r in runtimes if r != "torch"):
+            net = runner(name, model, None)
+            net(np.zeros(export.shape, np.float32))
+            ms = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                for shape in shapes:
+                    net(np.zeros(shape, np.float32))
+                ms.append(round(1000 * (time.perf_counter() - t0) / len(shapes), 2))
+            row[name] = {"first_ms_per_call": ms[0], "again_ms_per_call": ms[1]}
+        out[export.name] = row
+        log.info("first sight, %s: %s", export.name, row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
+    parser.add_argument("--new-shapes", type=int, default=24, help="shapes per network for the first-sight part")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
     args = parser.parse_args(argv)
     if "openvino-bf16" in args.runtimes and not runtime.native_bf16():
@@ -171,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 },
             }
             log.info("%s %s: %s", photo, name, rows[name]["runtimes"])
+    result["first_sight"] = first_sight(config, args.runtimes, args.new_shapes)
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

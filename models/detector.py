@@ -46,10 +46,11 @@ class MTCNNDetector:
 
     @property
     def key(self) -> str:
-        """Names the cascade and its settings: caches of detections are keyed by it (with ``|bf16`` when
-        its nets compute in bf16, whose boxes differ from fp32's by a fraction of a pixel)."""
+        """Names the cascade and its settings: caches of detections are keyed by it (with what P-, R- and
+        O-Net compute in when one of them computes in bf16, e.g. ``|fp32/bf16/bf16``: boxes differ from
+        fp32's by a fraction of a pixel)."""
         m = self.mtcnn
-        precision = "|bf16" if m.precision == "bf16" else ""
+        precision = "|" + "/".join(m.precisions) if m.precision == "bf16" else ""
         return f"{MTCNN.version}|{self.min_score}|{m.min_face_size}|{self.max_side}|{m.factor}|{m.thresholds[0]}{precision}"
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Detection]:

@@ -186,8 +186,8 @@ class MTCNN:
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
         self.weights_dir = Path(weights_dir or wheel_weights_dir())
         self._runners: tuple | None = None
-        #: ``fp32`` or ``bf16``: what the nets compute in (OpenVINO on a CPU with native bf16: bf16).
-        self.precision = "fp32"
+        #: What P-, R- and O-Net compute in, each ``fp32`` or ``bf16`` (OpenVINO on a CPU with native bf16).
+        self.precisions = ("fp32",) * 3
 
     @functools.cached_property
     def nets(self) -> tuple[PNet, RNet, ONet]:
@@ -219,7 +219,7 @@ class MTCNN:
         # the cascade on the 640x480 photo fed planar took 9.6-13.0 ms against that code's 6.8-9.1 in
         # the same rounds; fed channels-last, 8.5-10.7 against 9.3-11.6.
         self._runners = tuple(TorchNet(net, self.device, channels_last=True) for net in self.nets)
-        self.precision = "fp32"
+        self.precisions = ("fp32",) * 3
 
     def exports(self) -> list[Export]:
         """How P-, R- and O-Net are exported for ONNX Runtime (P-Net with any image size)."""
@@ -235,9 +235,19 @@ class MTCNN:
         self.use_exported("onnxruntime", cache_dir, threads)
 
     def use_exported(self, runtime: str, cache_dir: Path | None = None, threads: int | None = None) -> None:
-        """Run the three exported nets on ``runtime``, ONNX Runtime or OpenVINO (``models.runtime``)."""
-        self._runners = tuple(onnx_net(export, cache_dir, threads, runtime) for export in self.exports())
-        self.precision = self._runners[0].precision
+        """Run the three exported nets on ``runtime``, ONNX Runtime or OpenVINO (``models.runtime``) --
+        except P-Net, which stays on ONNX Runtime under OpenVINO: its input is each pyramid level, whose
+        height and width follow the photo's, and OpenVINO compiles its kernels for every new shape (a
+        photo of a size not seen before: detection 36.8 ms against 9.3 once seen, ONNX Runtime 13.0 /
+        11.3, on the known-people photos), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
+        where = ["onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime for e in self.exports()]
+        self._runners = tuple(onnx_net(e, cache_dir, threads, r) for e, r in zip(self.exports(), where))
+        self.precisions = tuple(r.precision for r in self._runners)
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` when any of the three nets computes in bf16, else ``fp32``."""
+        return "bf16" if "bf16" in self.precisions else "fp32"
 
     def scales(self, height: int, width: int, min_face_size: float | None = None) -> list[float]:
         """Pyramid scales: the first maps the smallest face searched for onto P-Net's 12 px window."""

@@ -5,9 +5,12 @@ for the benchmark photos (``python bench/runtime_speed.py``; ``bench/results/run
 README, "Performance"). On this machine's CPU (a Xeon with Intel AMX, which computes bfloat16
 natively) OpenVINO is the fastest for every network: in bf16 the embedder (one face and its mirror
 image) took 2.5 ms against ONNX Runtime's 9.8 (0.26 of it; 0.21 for the group photo's three faces),
-P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp32 0.45-0.72. So
-``auto`` is OpenVINO on a CPU -- in bf16 where the CPU computes it natively (OpenVINO reports
-``BF16``: AMX or AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
+P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp32 0.45-0.72 -- on
+shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 5.3 ms a call the
+first time, 0.9 after; ONNX Runtime 2.2 / 2.0), so a batch is padded to a power of two (:class:`OvNet`)
+and P-Net, whose input size follows each photo's, stays on ONNX Runtime (``models.mtcnn``). So ``auto``
+is OpenVINO on a CPU -- in bf16 where the CPU computes it natively (OpenVINO reports ``BF16``: AMX or
+AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
 where fp32 keeps 24: the vectors stay within cosine 0.9999 of fp32's (the precision the GPU path runs
 at too), so they are the same model version; boxes move by a fraction of a pixel. Measured through
 the whole pipeline, the figures do not move (README, "Measured": LFW, held-out people, crowd
@@ -282,6 +285,11 @@ class OvNet:
             raise ValueError(f"unknown precision {precision!r}; use auto, bf16 or fp32")
         self.precision, self.threads = precision, threads
         self._graph = _openvino_core().read_model(model)
+        # OpenVINO compiles its kernels for each new input shape at its first call (measured: ~6 ms for
+        # R-Net, ~30 ms for the embedder, once per batch size): a batch is padded to the next power of
+        # two, so a network sees a handful of shapes. Rows are independent, so the answers are the same.
+        dims = self._graph.inputs[0].get_partial_shape()
+        self.pad_batch = dims[0].is_dynamic and all(d.is_static for d in list(dims)[1:])
         self.compiled = self._compile(threads)
         self.outputs = len(self.compiled.network.outputs)
         self._single = None if threads > 1 else self.compiled
@@ -306,7 +314,10 @@ class OvNet:
 
     def __call__(self, x: np.ndarray):
         compiled = self.single if running_single_threaded() else self.compiled
-        out = compiled(np.ascontiguousarray(x, np.float32))
+        n = len(x)
+        if self.pad_batch and n & (n - 1):
+            x = np.concatenate([x, np.zeros(((1 << n.bit_length()) - n, *x.shape[1:]), np.float32)])
+        out = [o[:n] for o in compiled(np.ascontiguousarray(x, np.float32))]
         return out[0] if self.outputs == 1 else tuple(out)
 
 

@@ -252,7 +252,7 @@ def test_openvino_in_bf16_finds_the_same_faces_and_vectors_of_the_same_model_ver
         assert float(np.dot(x.embedding, y.embedding)) > 0.999
     assert openvino_pipeline.version == eager.version
     # ... but what was measured with it is kept apart from fp32's measurements
-    assert openvino_pipeline.detector.key == eager.detector.key + "|bf16"
+    assert openvino_pipeline.detector.key == eager.detector.key + "|fp32/bf16/bf16"  # P-Net on ONNX Runtime
 
 
 @needs_bf16
@@ -310,3 +310,24 @@ def test_a_runtime_that_runs_no_exported_networks_is_refused():
     (export,) = [e for e in onnx_exports(PipelineConfig()) if e.name == "onet"]
     with pytest.raises(ValueError, match="does not run exported networks"):
         runtime.onnx_net(export, None, runtime="torch")
+
+
+def test_openvino_pads_a_batch_to_a_power_of_two_and_answers_each_row_as_alone():
+    """OpenVINO compiles kernels for every new input shape; a batch-only dynamic network sees batches
+    padded to a power of two (a handful of shapes), and each row's answer is the one it gets alone."""
+    exports = {e.name: e for e in onnx_exports(PipelineConfig())}
+    embedder = OvNet(exports["embedder"].onnx(), precision="fp32")
+    assert embedder.pad_batch and not OvNet(exports["pnet"].onnx()).pad_batch  # P-Net's height and width vary
+    x = np.random.default_rng(3).uniform(-1, 1, (3, *exports["embedder"].shape[1:])).astype(np.float32)
+    together = embedder(x)
+    assert together.shape == (3, 512)
+    for i in range(3):
+        assert np.abs(together[i] - embedder(x[i : i + 1])[0]).max() <= TOLERANCE
+
+
+def test_under_openvino_p_net_stays_on_onnx_runtime(tmp_path):
+    """P-Net's input follows each photo's size, and OpenVINO compiles for every new one
+    (models.mtcnn.MTCNN.use_exported has the measurement): it runs on ONNX Runtime, R- and O-Net on OpenVINO."""
+    detector = build_pipeline(PipelineConfig(runtime="openvino"), cache_dir=tmp_path).detector.mtcnn
+    assert [type(r).__name__ for r in detector.runners] == ["OrtNet", "OvNet", "OvNet"]
+    assert detector.precision == ("bf16" if runtime.native_bf16() else "fp32")
