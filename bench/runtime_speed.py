@@ -20,6 +20,9 @@ Then **first sight of a shape**: OpenVINO compiles its kernels for each new inpu
 call. Per network and CPU runtime, a fresh runner is called on ``--new-shapes`` inputs it has not seen
 (P-Net: pyramid levels of random sizes; the others: batch sizes 1 ... N), then on the same ones again:
 the milliseconds per call both times (what a photo of a size not seen before costs, and once seen).
+And the same through the whole pipeline (``faces``) on the known-people photos (each of another size),
+twice in a row, in fresh pipelines: as the service builds it, with P-Net on OpenVINO too, and on ONNX
+Runtime alone; then the 640x480 photo repeated.
 
 A benchmark, not a test: run it with nothing else on the machine (training paused).
 """
@@ -34,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +140,38 @@ def first_sight(config, runtimes: list[str], count: int) -> dict:
     return out
 
 
+def pipeline_first_sight(config, photos: list[np.ndarray], portrait: np.ndarray) -> dict:
+    """ms per photo through fresh pipelines: ``photos`` at first sight and again, ``portrait`` repeated."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("served", "pnet_on_openvino_too", "onnxruntime"):
+            pipeline = build_pipeline(
+                replace(config, runtime="onnxruntime" if name == "onnxruntime" else "openvino"), cache_dir=Path(tmp)
+            )
+            if name == "pnet_on_openvino_too":
+                mtcnn = pipeline.detector.mtcnn
+                mtcnn.runners = (runtime.onnx_net(mtcnn.exports()[0], Path(tmp), None, "openvino"), *mtcnn.runners[1:])
+            pipeline.faces(np.zeros((64, 64, 3), np.uint8))
+            passes = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                for image in photos:
+                    pipeline.faces(image)
+                passes.append(round(1000 * (time.perf_counter() - t0) / len(photos), 1))
+            repeated = []
+            for _ in range(40):
+                t0 = time.perf_counter()
+                pipeline.faces(portrait)
+                repeated.append(1000 * (time.perf_counter() - t0))
+            out[name] = {
+                "first_sight_ms": passes[0],
+                "again_ms": passes[1],
+                "portrait_p50_ms": round(statistics.median(repeated), 2),
+            }
+            log.info("pipeline, %s: %s", name, out[name])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root())
@@ -206,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             log.info("%s %s: %s", photo, name, rows[name]["runtimes"])
     result["first_sight"] = first_sight(config, args.runtimes, args.new_shapes)
+    known_photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((known.parent / "train").glob("*/*"))]
+    result["pipeline_first_sight"] = pipeline_first_sight(config, known_photos, photos["640x480_one_face"])
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

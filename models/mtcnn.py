@@ -237,9 +237,10 @@ class MTCNN:
     def use_exported(self, runtime: str, cache_dir: Path | None = None, threads: int | None = None) -> None:
         """Run the three exported nets on ``runtime``, ONNX Runtime or OpenVINO (``models.runtime``) --
         except P-Net, which stays on ONNX Runtime under OpenVINO: its input is each pyramid level, whose
-        height and width follow the photo's, and OpenVINO compiles its kernels for every new shape (a
-        photo of a size not seen before: detection 36.8 ms against 9.3 once seen, ONNX Runtime 13.0 /
-        11.3, on the known-people photos), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
+        height and width follow the photo's, and OpenVINO compiles its kernels for every new shape
+        (``bench/runtime_speed.py``'s ``pipeline_first_sight``, the known-people photos, each of another
+        size: 46.6 ms a photo at first sight, 15.4 once seen, with P-Net on OpenVINO; 24.5 / 19.3 with it
+        on ONNX Runtime), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
         where = ["onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime for e in self.exports()]
         self._runners = tuple(onnx_net(e, cache_dir, threads, r) for e, r in zip(self.exports(), where))
         self.precisions = tuple(r.precision for r in self._runners)

@@ -6,8 +6,8 @@ README, "Performance"). On this machine's CPU (a Xeon with Intel AMX, which comp
 natively) OpenVINO is the fastest for every network: in bf16 the embedder (one face and its mirror
 image) took 2.5 ms against ONNX Runtime's 9.8 (0.26 of it; 0.21 for the group photo's three faces),
 P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp32 0.45-0.72 -- on
-shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 5.3 ms a call the
-first time, 0.9 after; ONNX Runtime 2.2 / 2.0), so a batch is padded to a power of two (:class:`OvNet`)
+shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 6.1 ms a call the
+first time, 0.9 after; ONNX Runtime 2.4 / 2.2), so a batch is padded to a power of two (:class:`OvNet`)
 and P-Net, whose input size follows each photo's, stays on ONNX Runtime (``models.mtcnn``). So ``auto``
 is OpenVINO on a CPU -- in bf16 where the CPU computes it natively (OpenVINO reports ``BF16``: AMX or
 AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
