@@ -16,7 +16,8 @@ instead of 32.2-42.5 ms CPU a photo; an earlier run 1.09x. Over HTTP the gain wa
 noise (README, "Performance"; ``bench/inference_gate.py``). Counting the photos that have arrived, not
 only those inside, came with OpenVINO, whose networks take a photo 7 ms instead of 18: a photo then
 often finds the gate empty while another request is being decoded, and ran spread over both cores
-against it. Over HTTP (``python bench/inference_gate.py --settings 2/1``, two servers each, OpenVINO):
+against it. Over HTTP (``python bench/inference_gate.py --settings 2/1``, two servers each, every network
+on OpenVINO):
 inside only 64.8 / 64.4 req/s with 4 clients and 58.8 / 59.5 with 16; arrived too 67.8 / 71.3 and
 66.8 / 64.8, a lone client unchanged (68-75).
 """
