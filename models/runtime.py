@@ -4,8 +4,8 @@ The choice is made by measurement, network by network, on the calls the service'
 for the benchmark photos (``python bench/runtime_speed.py``; ``bench/results/runtime_speed.json``;
 README, "Performance"). On this machine's CPU (a Xeon with Intel AMX, which computes bfloat16
 natively) OpenVINO is the fastest for every network: in bf16 the embedder (one face and its mirror
-image) took 2.5 ms against ONNX Runtime's 9.8 (0.26 of it; 0.21 for the group photo's three faces),
-P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.31, O-Net 0.41; even in fp32 0.45-0.72 -- on
+image) took 2.6 ms against ONNX Runtime's 10.3 (0.26 of it; 0.27 for the group photo's three faces),
+P-Net over the 640x480 photo's pyramid 0.48, R-Net 0.38, O-Net 0.40; even in fp32 0.49-0.90 -- on
 shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 6.1 ms a call the
 first time, 0.9 after; ONNX Runtime 2.4 / 2.2), so a batch is padded to a power of two (:class:`OvNet`)
 and P-Net, whose input size follows each photo's, stays on ONNX Runtime (``models.mtcnn``). So ``auto``
