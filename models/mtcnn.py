@@ -239,7 +239,7 @@ class MTCNN:
         except P-Net, which stays on ONNX Runtime under OpenVINO: its input is each pyramid level, whose
         height and width follow the photo's, and OpenVINO compiles its kernels for every new shape
         (``bench/runtime_speed.py``'s ``pipeline_first_sight``, the known-people photos, each of another
-        size: 46.6 ms a photo at first sight, 15.4 once seen, with P-Net on OpenVINO; 24.5 / 19.3 with it
+        size: 48.2 ms a photo at first sight, 15.2 once seen, with P-Net on OpenVINO; 23.8 / 21.2 with it
         on ONNX Runtime), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
         where = ["onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime for e in self.exports()]
         self._runners = tuple(onnx_net(e, cache_dir, threads, r) for e, r in zip(self.exports(), where))

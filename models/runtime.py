@@ -4,10 +4,10 @@ The choice is made by measurement, network by network, on the calls the service'
 for the benchmark photos (``python bench/runtime_speed.py``; ``bench/results/runtime_speed.json``;
 README, "Performance"). On this machine's CPU (a Xeon with Intel AMX, which computes bfloat16
 natively) OpenVINO is the fastest for every network: in bf16 the embedder (one face and its mirror
-image) took 2.6 ms against ONNX Runtime's 10.3 (0.26 of it; 0.27 for the group photo's three faces),
-P-Net over the 640x480 photo's pyramid 0.48, R-Net 0.38, O-Net 0.40; even in fp32 0.49-0.90 -- on
-shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 6.1 ms a call the
-first time, 0.9 after; ONNX Runtime 2.4 / 2.2), so a batch is padded to a power of two (:class:`OvNet`)
+image) took 2.3 ms against ONNX Runtime's 9.8 (0.25 of it; 0.20 for the group photo's three faces),
+P-Net over the 640x480 photo's pyramid 0.46, R-Net 0.36, O-Net 0.42; even in fp32 0.45-0.73 -- on
+shapes it has seen: it compiles its kernels for every new input shape (P-Net in bf16 5.6 ms a call the
+first time, 0.8 after; ONNX Runtime 2.2 / 2.1), so a batch is padded to a few sizes (:class:`OvNet`)
 and P-Net, whose input size follows each photo's, stays on ONNX Runtime (``models.mtcnn``). So ``auto``
 is OpenVINO on a CPU -- in bf16 where the CPU computes it natively (OpenVINO reports ``BF16``: AMX or
 AVX-512 BF16), else in fp32 -- and PyTorch on a GPU. bf16 keeps 8 bits of mantissa
@@ -267,6 +267,12 @@ class _Compiled:
         return request.infer({0: x}, share_inputs=True).to_tuple()
 
 
+def batch_bucket(n: int) -> int:
+    """The smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them) that is >= ``n``."""
+    power = 1 << max(n - 1, 0).bit_length()
+    return power * 3 // 4 if power >= 4 and n <= power * 3 // 4 else power
+
+
 class OvNet:
     """An OpenVINO network called like :class:`OrtNet`: the same exported ONNX file, compiled for the
     CPU in bf16 where the CPU computes it natively (``precision`` ``auto``), else in fp32.
@@ -286,8 +292,9 @@ class OvNet:
         self.precision, self.threads = precision, threads
         self._graph = _openvino_core().read_model(model)
         # OpenVINO compiles its kernels for each new input shape at its first call (measured: ~6 ms for
-        # R-Net, ~30 ms for the embedder, once per batch size): a batch is padded to the next power of
-        # two, so a network sees a handful of shapes. Rows are independent, so the answers are the same.
+        # R-Net, ~30 ms for the embedder, once per batch size): a batch is padded to the next of 1, 2, 3,
+        # 4, 6, 8, 12, 16, ... (powers of two and 1.5 times them: at most a third more rows), so a network
+        # sees a handful of shapes. Rows are independent, so the answers are the same.
         dims = self._graph.inputs[0].get_partial_shape()
         self.pad_batch = dims[0].is_dynamic and all(d.is_static for d in list(dims)[1:])
         self.compiled = self._compile(threads)
@@ -315,8 +322,8 @@ class OvNet:
     def __call__(self, x: np.ndarray):
         compiled = self.single if running_single_threaded() else self.compiled
         n = len(x)
-        if self.pad_batch and n & (n - 1):
-            x = np.concatenate([x, np.zeros(((1 << n.bit_length()) - n, *x.shape[1:]), np.float32)])
+        if self.pad_batch and batch_bucket(n) > n:
+            x = np.concatenate([x, np.zeros((batch_bucket(n) - n, *x.shape[1:]), np.float32)])
         out = [o[:n] for o in compiled(np.ascontiguousarray(x, np.float32))]
         return out[0] if self.outputs == 1 else tuple(out)
 
