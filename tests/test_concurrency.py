@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 import pytest
 
+from app.services.gate import InferenceGate
 from app.services.index import checksum
 from app.services.recognition import Upload
 from app.testing import LiveServer
@@ -169,3 +170,20 @@ def test_a_photo_that_enters_the_networks_while_another_is_inside_runs_them_on_o
     else:
         assert not any(seen)
     assert counted == {"one": sum(seen), "all": len(seen) - sum(seen)}
+
+
+def test_a_photo_shares_the_cores_when_another_has_arrived_though_it_is_not_inside_yet():
+    """app.services.gate: a photo being decoded (arrived, not yet in the networks) counts as another."""
+    gate = InferenceGate(2, share_cores=True)
+    with gate.arrive(), gate() as shared:
+        assert not shared  # alone: every core
+    with gate.arrive():
+        with gate.arrive():  # a second photo is being decoded ...
+            with gate() as shared:  # ... while this one enters the networks
+                assert shared
+        with gate() as shared:
+            assert not shared  # the other one has gone
+    assert gate.arrived == gate.inside == 0
+    off = InferenceGate(2, share_cores=False)
+    with off.arrive(), off.arrive(), off() as shared:
+        assert not shared  # FACEREC_INFERENCE_SHARE_CORES=0
