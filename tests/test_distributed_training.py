@@ -26,7 +26,11 @@ TOLERANCE = {20: 0.05, 40: 0.35}
 def run_training(
     work: Path, tree: Path, processes: int, steps: int, resume: bool = False
 ) -> subprocess.CompletedProcess:
-    sets = [arg for o in tiny_training_overrides(tree, work, steps) for arg in ("--set", o)]
+    # fp32: under bf16 autocast the summation order of one and of two processes is rounded to 8 bits of
+    # mantissa, and on a CPU with native bf16 (AMX) this chaotic run's losses drifted 14% apart by step
+    # 20 (one 17.8, two 15.3); in fp32 2.7% (18.80 / 18.29). What is tested is the distribution.
+    overrides = [*tiny_training_overrides(tree, work, steps), "bf16=false"]
+    sets = [arg for o in overrides for arg in ("--set", o)]
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         if processes > 1
@@ -69,11 +73,15 @@ def test_two_processes_follow_one_and_write_one_checkpoint(tmp_path: Path, tree:
 
 def test_a_run_resumes_at_another_world_size(tmp_path: Path, tree: Path):
     run_training(tmp_path / "one", tree, 1, STEPS)
+    run_training(tmp_path / "half", tree, 1, STEPS // 2)  # one process on the first segment's schedule
     run_training(tmp_path / "mixed", tree, 2, STEPS // 2)  # two processes to step 20 ...
     run_training(tmp_path / "mixed", tree, 1, STEPS, resume=True)  # ... one from there to 40
-    one, mixed = losses(tmp_path / "one"), losses(tmp_path / "mixed")
+    one, half, mixed = losses(tmp_path / "one"), losses(tmp_path / "half"), losses(tmp_path / "mixed")
     assert sorted(mixed) == [20, 40]
-    assert abs(one[20] - mixed[20]) / one[20] < TOLERANCE[20]
+    print(f"loss one process {one}, one process for 20 steps {half}, two then one {mixed}")
+    # The first segment ran a 20-step schedule: it is compared with one process on the same schedule
+    # (against the 40-step run's first 20 steps its learning rate differs, and so does its loss).
+    assert abs(half[20] - mixed[20]) / half[20] < TOLERANCE[20]
     assert abs(one[STEPS] - mixed[STEPS]) / one[STEPS] < TOLERANCE[STEPS]
     state = torch.load(tmp_path / "mixed" / "runs" / "tiny" / "checkpoint.pt", weights_only=False)
     assert state["step"] == STEPS
