@@ -127,8 +127,9 @@ class Embedder(OneNetwork):
     Args:
         weights: the ``.pt`` state dict; its card is the ``.json`` beside it.
         device: where the network runs (a device name or a ``torch.device``).
-        bf16: run under bfloat16 autocast. Default: on a GPU (where it is fast and, as tested on
-            real faces, keeps every embedding within cosine 0.999 of fp32), off on a CPU (not faster here).
+        bf16: run PyTorch under bfloat16 autocast. Default: on a GPU (where it is fast and, as tested on
+            real faces, keeps every embedding within cosine 0.999 of fp32), off on a CPU (where the
+            service runs OpenVINO, in bf16 where the CPU computes it natively: ``models.runtime``).
 
     The network runs with PyTorch unless :meth:`use_onnxruntime` is called; the PyTorch module is
     loaded at its first use, so an embedder on cached ONNX networks never imports PyTorch.
