@@ -241,8 +241,10 @@ class MTCNN:
         (``bench/runtime_speed.py``'s ``pipeline_first_sight``, the known-people photos, each of another
         size: 48.2 ms a photo at first sight, 15.2 once seen, with P-Net on OpenVINO; 23.8 / 21.2 with it
         on ONNX Runtime), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
-        where = ["onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime for e in self.exports()]
-        self._runners = tuple(onnx_net(e, cache_dir, threads, r) for e, r in zip(self.exports(), where))
+        self._runners = tuple(
+            onnx_net(e, cache_dir, threads, "onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime)
+            for e in self.exports()
+        )
         self.precisions = tuple(r.precision for r in self._runners)
 
     @property

@@ -322,8 +322,9 @@ class OvNet:
     def __call__(self, x: np.ndarray):
         compiled = self.single if running_single_threaded() else self.compiled
         n = len(x)
-        if self.pad_batch and batch_bucket(n) > n:
-            x = np.concatenate([x, np.zeros((batch_bucket(n) - n, *x.shape[1:]), np.float32)])
+        padded = batch_bucket(n) if self.pad_batch else n
+        if padded > n:
+            x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), np.float32)])
         out = [o[:n] for o in compiled(np.ascontiguousarray(x, np.float32))]
         return out[0] if self.outputs == 1 else tuple(out)
 
