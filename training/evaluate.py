@@ -198,6 +198,13 @@ def pipeline_config(weights: Path, landmark_weights: Path | None = None, int8: b
 DEFAULT_CACHE = Path.home() / ".cache" / "facerec"
 
 
+def onnx_cache(cache_dir: Path | None) -> Path | None:
+    """Where the training tools keep the networks exported for the CPU runtimes (``models.runtime``'s
+    cache, keyed by weights and code): a tool that builds the pipeline again reads them instead of
+    exporting them again (~10 s)."""
+    return Path(cache_dir) / "onnx" if cache_dir is not None else None
+
+
 def embeddings_path(cache_dir: Path, pipeline: FacePipeline, alignment: str = "auto") -> Path:
     """Where the raw LFW embeddings of one pipeline version (TTA setting, alignment, precision) are kept."""
     return embeddings_file(cache_dir, pipeline.version, pipeline.embedder.card.flip_tta, alignment, pipeline.precision)
@@ -214,7 +221,7 @@ def cached_embeddings(weights: Path, embedder: Embedder, cache_dir: Path = DEFAU
     """The raw LFW embeddings an earlier ``training.evaluate --weights weights`` (default pipeline:
     MTCNN's five points, at the precision the service's pipeline runs in on this machine) left in
     ``cache_dir``; for probes that re-score them without re-embedding."""
-    precision = build_pipeline(pipeline_config(weights)).precision
+    precision = build_pipeline(pipeline_config(weights), cache_dir=onnx_cache(cache_dir)).precision
     path = embeddings_file(cache_dir, embedder.version, embedder.card.flip_tta, precision=precision)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run python -m training.evaluate --weights {weights} first")
@@ -253,7 +260,7 @@ def run_evaluation(
     """
     root = (data or data_root()) / "lfw"
     t0 = time.perf_counter()
-    pipeline = build_pipeline(pipeline_config(weights, landmark_weights, int8), device)
+    pipeline = build_pipeline(pipeline_config(weights, landmark_weights, int8), device, cache_dir=onnx_cache(cache_dir))
     if flip_tta != "card":
         pipeline.embedder.card.flip_tta = flip_tta == "on"
     people = lfw.list_people(root / "images")
@@ -361,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.update_card:
         from training.heldout import evaluate_heldout, served_embedder
 
-        heldout = evaluate_heldout(served_embedder(args.weights), args.heldout.expanduser(), args.cache_dir)
+        embedder = served_embedder(args.weights, cache_dir=args.cache_dir)  # reads the networks exported above
+        heldout = evaluate_heldout(embedder, args.heldout.expanduser(), args.cache_dir)
         update_card(args.weights.with_suffix(".json"), result, heldout)
     log.info(
         "LFW accuracy %.4f ± %.4f; TPR@FPR %s; report in %s",

@@ -32,7 +32,7 @@ from models import metrics
 from models.embedder import Embedder
 from models.inputs import resize_crop
 from models.pipeline import build_pipeline
-from training.evaluate import CALIBRATION_FPRS, FPIRS, FPRS, pipeline_config  # LFW's operating points
+from training.evaluate import CALIBRATION_FPRS, FPIRS, FPRS, onnx_cache, pipeline_config  # LFW's points
 from training.lfw import read_rgb
 
 log = logging.getLogger("training.heldout")
@@ -179,10 +179,11 @@ def evaluate_heldout(
     return result
 
 
-def served_embedder(weights: Path, int8: bool = False) -> Embedder:
+def served_embedder(weights: Path, int8: bool = False, cache_dir: Path | None = None) -> Embedder:
     """The embedder as the service runs it on this machine (``models.pipeline.build_pipeline``: its
-    runtime and precision); with ``int8``, the card's int8 network, whose version ends in ``-int8``."""
-    return build_pipeline(pipeline_config(weights, int8=int8)).embedder
+    runtime and precision); with ``int8``, the card's int8 network, whose version ends in ``-int8``.
+    Its exported networks are kept under ``cache_dir`` (``training.evaluate.onnx_cache``)."""
+    return build_pipeline(pipeline_config(weights, int8=int8), cache_dir=onnx_cache(cache_dir)).embedder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    embedder = served_embedder(args.weights, args.embedder_int8)
+    embedder = served_embedder(args.weights, args.embedder_int8, args.cache_dir)
     result = evaluate_heldout(embedder, args.heldout.expanduser(), args.cache_dir, args.webp_quality)
     result.pop("_curves")
     result.pop("_open_set")
