@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     index_sync_save_max: int = Field(
         2_000,
         ge=0,
-        description="an index of up to this many vectors (4 MB) is "
-        "saved after every write; a larger one by the background saver",
+        description="an index of up to this many vectors (4 MB) is saved right after every write, "
+        "by the background saver (the request does not wait); a larger one every index_save_interval_s",
     )
     admin_key: SecretStr | None = Field(None, description="an admin API key given at start-up (automation)")
     insecure_dev_mode: bool = Field(False, description="serve with NO authentication; local development only")

