@@ -240,7 +240,15 @@ class MTCNN:
         height and width follow the photo's, and OpenVINO compiles its kernels for every new shape
         (``bench/runtime_speed.py``'s ``pipeline_first_sight``, the known-people photos, each of another
         size: 48.2 ms a photo at first sight, 15.2 once seen, with P-Net on OpenVINO; 23.8 / 21.2 with it
-        on ONNX Runtime), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen."""
+        on ONNX Runtime), while P-Net in bf16 saves ~2 ms on a 640x480 photo once seen.
+
+        Tried and not kept: levels with even sides padded to a few shapes (multiples of 32, 64, 128 by
+        size: the output cells kept are exactly the unpadded ones), P-Net on OpenVINO in fp32 for a
+        photo alone and on ONNX Runtime for photos sharing the cores. First sight then cost about what
+        ONNX Runtime's does and the 640x480 photo took 8.1 ms instead of 9.7 alone, but two photos at
+        once ran 123.7 photos/s instead of 136.6 at 12.4 instead of 11.9 ms of CPU each (the pipeline
+        in process, 8 interleaved rounds; over HTTP 62.5 against 66.2 req/s with 4 clients in another
+        run) -- and throughput, not a lone photo's latency, is what the service is short of."""
         self._runners = tuple(
             onnx_net(e, cache_dir, threads, "onnxruntime" if runtime == "openvino" and e.name == "pnet" else runtime)
             for e in self.exports()

@@ -237,19 +237,27 @@ def test_openvino_computes_in_bf16_exactly_where_the_cpu_does_it_natively():
 
 @needs_bf16
 def test_openvino_in_bf16_finds_the_same_faces_and_vectors_of_the_same_model_version(
-    pipelines, openvino_pipeline, group_photo
+    pipelines, openvino_pipeline, known
 ):
-    """bf16 keeps 8 bits of mantissa: boxes move by a fraction of a pixel and vectors by a tiny angle
-    (measured: 0.16 px, cosine 0.99973 at worst on this photo), far below the gap between a match and a
-    non-match (the card's thresholds are 0.4-0.8 apart from 1), so the vectors are the same version."""
+    """bf16 keeps 8 bits of mantissa: R- and O-Net's scores and offsets move a little, which now and
+    then lets another of the overlapping candidates win, so a box moves by up to ~1% of its side and
+    the face's vector by a small angle -- measured on these 14 photos (17 faces): at worst 1.0% and
+    cosine 0.9887, median cosine 0.99985 (the group photo alone, which this test once checked: 0.16 px,
+    0.99973) -- far below the gap between a match and a non-match (the card's thresholds are 0.4-0.8
+    apart from 1), so the vectors are the same version."""
     eager, _, _ = pipelines
     assert openvino_pipeline.runtime == "openvino" and openvino_pipeline.precision == "bf16"
     assert openvino_pipeline.embedder.runner.precision == "bf16"
-    a, b = eager.faces(group_photo), openvino_pipeline.faces(group_photo)
-    assert len(a) == len(b) >= 2
-    for x, y in zip(a, b):
-        assert np.abs(x.box - y.box).max() < 1.0
-        assert float(np.dot(x.embedding, y.embedding)) > 0.999
+    cosines = []
+    for path in sorted(known.glob("*/*/*")) + sorted((known / "test").glob("*")):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        a, b = eager.faces(image), openvino_pipeline.faces(image)
+        assert len(a) == len(b) >= 1, path.name
+        for x, y in zip(a, b):
+            side = max(x.box[2] - x.box[0], x.box[3] - x.box[1])
+            assert np.abs(x.box - y.box).max() <= 0.03 * side, path.name
+            cosines.append(float(np.dot(x.embedding, y.embedding)))
+    assert len(cosines) >= 17 and min(cosines) > 0.98 and np.median(cosines) > 0.999
     assert openvino_pipeline.version == eager.version
     # ... but what was measured with it is kept apart from fp32's measurements
     assert openvino_pipeline.detector.key == eager.detector.key + "|fp32/bf16/bf16"  # P-Net on ONNX Runtime
