@@ -74,7 +74,22 @@ def default_threads() -> int:
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return available_cpus()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def share_cpus(processes: int) -> int:
+    """Unless ``OMP_NUM_THREADS`` is set, give this process's networks its share of the CPUs when
+    ``processes`` like it run side by side (written to ``OMP_NUM_THREADS``, so every runtime agrees);
+    returns :func:`default_threads`. Call it before any network is built."""
+    if processes > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        os.environ["OMP_NUM_THREADS"] = str(max(1, available_cpus() // processes))
+        default_threads.cache_clear()
+    return default_threads()
 
 
 @contextmanager

@@ -23,6 +23,7 @@ def test_enroll_identify_delete_restart(known: Path, data: Path, tmp_path: Path,
         # where the networks run, as the service chose it on this machine (models.runtime.resolve)
         assert health["runtime"] == runtime.resolve("auto", "cpu")
         assert health["precision"] == ("bf16" if health["runtime"] == "openvino" else "fp32")
+        assert health["threads"] == runtime.default_threads()
 
         for name, people in EXPECTED.items():
             names = matched_names(client, known / "test" / name)

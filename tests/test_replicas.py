@@ -9,6 +9,7 @@ acknowledged write; a database outage is a JSON 503 and the replicas recover by 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -21,9 +22,11 @@ import pytest
 from app.config import Settings
 from app.keys import key_store
 from app.keys import main as keys_main
+from app.main import share_cpus_among_workers
 from app.services.index import checksum
 from app.testing import LiveServer, PostgresServer
-from tests.helpers import database_state, files
+from models.runtime import default_threads
+from tests.helpers import database_state, files, matched_names
 
 #: The staleness bound: an enrolment on one replica is identified on another within it.
 LAG_BOUND_S = 1.0
@@ -87,6 +90,33 @@ def test_a_write_on_one_replica_is_served_by_another_within_the_bound(tmp_path: 
             assert cb.get("/health").json()["replica"]["listening"]  # woken by NOTIFY, not only polling
         check_writes_cross_replicas(a, b, known)
         check_writes_cross_replicas(b, a, known)
+
+
+def test_worker_processes_asked_for_in_the_environment_share_the_cpus(tmp_path: Path, known: Path, monkeypatch):
+    """WEB_CONCURRENCY=2 (uvicorn's worker count from the environment, as docker compose passes it): each
+    worker's networks run on half the CPUs, unless OMP_NUM_THREADS says how many."""
+    cpus = len(os.sched_getaffinity(0))
+    for env, expected in (({"WEB_CONCURRENCY": "2"}, max(1, cpus // 2)), ({"WEB_CONCURRENCY": "x"}, cpus),
+                          ({"WEB_CONCURRENCY": "2", "OMP_NUM_THREADS": "3"}, 3), ({}, cpus)):  # fmt: skip
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        default_threads.cache_clear()  # as in a fresh process
+        try:
+            assert share_cpus_among_workers() == expected, env
+        finally:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the rest of this process keeps its CPUs
+            default_threads.cache_clear()
+    with LiveServer(tmp_path / "state", tmp_path / "server.log", WEB_CONCURRENCY="2", OMP_NUM_THREADS="") as server:
+        children = [c for t in Path(f"/proc/{server.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2  # (the other child is multiprocessing's resource tracker)
+        with server.client() as client:
+            assert {client.get("/health").json()["threads"] for _ in range(4)} == {max(1, cpus // 2)}
+            photo = known / "train" / "obama" / "obama.jpg"
+            assert client.post("/enroll", data={"name": "obama"}, files=files([photo])).status_code == 201
+            assert "obama" in matched_names(client, known / "test" / "obama1.jpg")
 
 
 def test_workers_on_one_state_directory_keep_their_own_snapshots_in_step(tmp_path: Path, known: Path):

@@ -127,6 +127,10 @@ class HealthOut(BaseModel):
     device: str
     runtime: str = Field(description="where the networks run: 'openvino', 'onnxruntime' (a CPU) or 'torch'")
     precision: str = Field(description="'bf16' or 'fp32': what the networks compute in (the same model version)")
+    threads: int = Field(
+        description="threads each network of this process runs on: OMP_NUM_THREADS, else the CPUs shared "
+        "among WEB_CONCURRENCY worker processes"
+    )
     model_version: str
     auth: str = Field(description="'api_key', or 'disabled' in insecure development mode")
     database: str = Field(description="'ok', or what is wrong with it")

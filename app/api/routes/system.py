@@ -12,13 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.api.deps import READ, ServiceDep
 from app.api.schemas import ErrorOut, HealthOut
 from app.services.auth import Principal
+from models.runtime import default_threads
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 def health(service: ServiceDep, request: Request) -> HealthOut | JSONResponse:
-    """Liveness plus what is loaded: device, runtime and precision, model version, gallery size, whether
+    """Liveness plus what is loaded: device, runtime, precision and threads, model version, gallery size, whether
     keys are checked, which database and how far this replica's index has followed it. The only endpoint that needs no
     API key. 503 with ``status: "degraded"`` and the reason in ``database`` while the database cannot
     be read (load balancers take the replica out; it recovers by itself)."""
@@ -26,6 +27,7 @@ def health(service: ServiceDep, request: Request) -> HealthOut | JSONResponse:
         "device": str(service.pipeline.embedder.device),
         "runtime": service.pipeline.runtime,
         "precision": service.pipeline.precision,
+        "threads": default_threads(),
         "model_version": service.model_version,
         "auth": "api_key" if request.app.state.keys.enabled else "disabled",
     }
